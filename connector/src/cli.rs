@@ -1,0 +1,52 @@
+//! The `connector` command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::RunArgs;
+
+/// Warren connector: dials out to edges, keeps HA tunnel connections, and
+/// forwards each proxied request to a local origin by ingress rules. The
+/// origin needs no inbound port.
+#[derive(Debug, Parser)]
+#[command(name = "connector", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `connector` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run until SIGTERM, then drain.
+    ///
+    /// Either `--config FILE` (YAML with edges, token_file, ca_cert and
+    /// ingress rules) or quick mode: `--edge ADDR --token-file FILE
+    /// --ca-cert FILE --url URL`.
+    Run(Box<RunArgs>),
+    /// Check and try ingress rules.
+    #[command(subcommand)]
+    Ingress(IngressCommand),
+}
+
+/// `connector ingress` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum IngressCommand {
+    /// Check the ingress rules of a config file; exits non-zero naming the
+    /// first bad rule.
+    Validate {
+        /// The connector config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the rule (1-based number and service) that a URL matches.
+    Rule {
+        /// The URL to test, e.g. https://app.example.com/api/v1.
+        url: String,
+        /// The connector config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}

@@ -1,0 +1,163 @@
+//! The Warren connector: dials out to several edges, keeps HA tunnel
+//! connections, and forwards each proxied request to a local origin chosen
+//! by ingress rules.
+//!
+//! - [`supervisor`]: the HA connection slots, failover, backoff, drain.
+//! - [`stream`]: one proxied request, edge to origin and back.
+//! - [`ingress`]: rules and matching (cloudflared's semantics).
+//! - [`origin`]: origin options and pooled clients.
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod cli;
+pub mod config;
+pub mod ingress;
+pub mod metrics;
+pub mod origin;
+pub mod stream;
+pub mod supervisor;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use daemon::release::Release;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tunnel::endpoint::EdgeTrust;
+
+use crate::config::{ConnectorConfig, Trust};
+use crate::metrics::Metrics;
+use crate::origin::OriginClients;
+use crate::stream::StreamContext;
+use crate::supervisor::{Supervisor, Timing};
+
+/// Runs the connector until SIGTERM or SIGINT, then drains.
+pub async fn run(cfg: ConnectorConfig, release: Release) -> anyhow::Result<()> {
+    // reqwest finds the process-wide provider for https origins.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = Metrics::new(&release.version);
+    let trust = match &cfg.trust {
+        Trust::Ca(path) => EdgeTrust::Ca(tunnel::endpoint::load_certs(path)?),
+        Trust::DangerAcceptAny => {
+            tracing::warn!(
+                "--danger-accept-invalid-edge-certs is set: edge certificates are NOT verified"
+            );
+            EdgeTrust::DangerAcceptAnyCertificate
+        }
+    };
+    let ipv6 = cfg.edges.iter().any(|e| e.address.starts_with('['));
+    let endpoint =
+        tunnel::endpoint::client_endpoint(tunnel::endpoint::client_config(trust)?, ipv6)?;
+    let origins = OriginClients::build(&cfg.ingress)?;
+    let admin = daemon::admin::bind(cfg.admin).await?;
+
+    let registered = Arc::new(AtomicUsize::new(0));
+    let ready = {
+        let registered = registered.clone();
+        let never = release.fault_injection.never_ready;
+        Arc::new(move || {
+            if never {
+                return Err("fault injection: this release never becomes ready".to_string());
+            }
+            match registered.load(Ordering::SeqCst) {
+                0 => Err("no registered tunnel connection".to_string()),
+                _ => Ok(()),
+            }
+        })
+    };
+    let stop_admin = CancellationToken::new();
+    let admin_task = tokio::spawn(daemon::admin::serve(
+        admin,
+        daemon::admin::router(metrics.registry.clone(), ready),
+        stop_admin.clone(),
+    ));
+
+    let tunnel_id = cfg.token.tunnel_id.to_string();
+    let supervisor = Arc::new(Supervisor {
+        endpoint: endpoint.clone(),
+        edges: cfg.edges.clone(),
+        token: cfg.token,
+        connector_id: connector_id(),
+        version: release.version.clone(),
+        ha_connections: cfg.ha_connections,
+        streams: Arc::new(StreamContext {
+            ingress: Arc::new(cfg.ingress),
+            origins,
+            metrics: metrics.clone(),
+            tunnel: tunnel_id.clone(),
+        }),
+        metrics: metrics.clone(),
+        registered,
+        stream_tasks: TaskTracker::new(),
+        retiring: TaskTracker::new(),
+        timing: Timing {
+            backoff_base: cfg.backoff_base,
+            backoff_max: cfg.backoff_max,
+        },
+        grace_period: cfg.grace_period,
+    });
+    let cancel = CancellationToken::new();
+    let slots = supervisor.start(&cancel);
+    tracing::info!(version = %release.version, tunnel = %tunnel_id,
+        edges = ?cfg.edges.iter().map(|e| &e.address).collect::<Vec<_>>(),
+        ha_connections = cfg.ha_connections, admin = %cfg.admin, "connector started");
+
+    let signal = daemon::signal::shutdown().await;
+    tracing::info!(signal, grace_period = ?cfg.grace_period,
+        "draining: unregistering connections, finishing in-flight requests");
+    cancel.cancel();
+    for slot in slots {
+        let _ = slot.await;
+    }
+    supervisor.retiring.close();
+    supervisor.stream_tasks.close();
+    let drained = tokio::time::timeout(cfg.grace_period, async {
+        supervisor.retiring.wait().await;
+        supervisor.stream_tasks.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            in_flight = metrics.in_flight.get(),
+            "grace period over; closing streams still in flight"
+        );
+    }
+    endpoint.close(quinn::VarInt::from_u32(0), b"connector shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    stop_admin.cancel();
+    let _ = admin_task.await;
+    tracing::info!("connector stopped");
+    Ok(())
+}
+
+fn connector_id() -> String {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; 8];
+    let _ = SystemRandom::new().fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `connector ingress rule URL`: the matching rule as text for people.
+pub fn describe_match(ingress: &ingress::Ingress, url: &str) -> anyhow::Result<String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        anyhow::anyhow!("`{url}` is not a URL (like https://app.example.com/path): {e}")
+    })?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| anyhow::anyhow!("`{url}` has no host"))?;
+    let mut path = parsed.path().to_string();
+    if let Some(q) = parsed.query() {
+        path = format!("{path}?{q}");
+    }
+    let (index, rule) = ingress.find(host, &path);
+    let mut out = format!("Matched rule #{}\n", index + 1);
+    if let Some(h) = &rule.hostname {
+        out.push_str(&format!("\thostname: {h}\n"));
+    }
+    if let Some(p) = &rule.path {
+        out.push_str(&format!("\tpath: {}\n", p.as_str()));
+    }
+    out.push_str(&format!("\tservice: {}\n", rule.service));
+    Ok(out)
+}

@@ -1,0 +1,109 @@
+//! The connector's Prometheus metrics. Every name starts with `connector_`.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// All connector metrics, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry served on `/metrics`.
+    pub registry: Registry,
+    /// `connector_requests_total{tunnel, status_class}`.
+    pub requests: IntCounterVec,
+    /// `connector_request_duration_seconds{tunnel}`: to the origin's response head.
+    pub request_duration: HistogramVec,
+    /// `connector_streams_in_flight`.
+    pub in_flight: IntGauge,
+    /// `connector_tunnel_connections{edge}`: registered connections per edge.
+    pub tunnel_connections: IntGaugeVec,
+    /// `connector_registration_failures_total{edge, reason}`.
+    pub registration_failures: IntCounterVec,
+    /// `connector_reconnects_total{edge}`: dials after a connection was lost or drained.
+    pub reconnects: IntCounterVec,
+    /// `connector_connect_errors_total{edge}`: dials that failed before registration.
+    pub connect_errors: IntCounterVec,
+    /// `connector_origin_errors_total{kind}`.
+    pub origin_errors: IntCounterVec,
+    /// `connector_drains_total{edge}`: drain requests received from edges.
+    pub drains: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new(version: &str) -> Self {
+        let registry = Registry::new();
+        daemon::metrics::register_build_info(&registry, "connector_build_info", version);
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let m = Self {
+            requests: counter(
+                "connector_requests_total",
+                "Proxied requests by tunnel and response status class.",
+                &["tunnel", "status_class"],
+            ),
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "connector_request_duration_seconds",
+                    "Time from a request stream to the origin's response head.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["tunnel"],
+            )
+            .expect("valid metric"),
+            in_flight: IntGauge::new("connector_streams_in_flight", "Streams being served.")
+                .expect("valid metric"),
+            tunnel_connections: IntGaugeVec::new(
+                Opts::new(
+                    "connector_tunnel_connections",
+                    "Registered tunnel connections by edge.",
+                ),
+                &["edge"],
+            )
+            .expect("valid metric"),
+            registration_failures: counter(
+                "connector_registration_failures_total",
+                "Registrations refused by an edge, by reason.",
+                &["edge", "reason"],
+            ),
+            reconnects: counter(
+                "connector_reconnects_total",
+                "Dials after a connection was lost or drained.",
+                &["edge"],
+            ),
+            connect_errors: counter(
+                "connector_connect_errors_total",
+                "Dials that failed before registration.",
+                &["edge"],
+            ),
+            origin_errors: counter(
+                "connector_origin_errors_total",
+                "Requests the origin could not answer, by kind.",
+                &["kind"],
+            ),
+            drains: counter(
+                "connector_drains_total",
+                "Drain requests received from edges.",
+                &["edge"],
+            ),
+            registry,
+        };
+        for c in [
+            Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.request_duration.clone()),
+            Box::new(m.in_flight.clone()),
+            Box::new(m.tunnel_connections.clone()),
+            Box::new(m.registration_failures.clone()),
+            Box::new(m.reconnects.clone()),
+            Box::new(m.connect_errors.clone()),
+            Box::new(m.origin_errors.clone()),
+            Box::new(m.drains.clone()),
+        ] {
+            m.registry.register(c).expect("metric names are unique");
+        }
+        m
+    }
+}

@@ -1,0 +1,16 @@
+//! Process plumbing shared by `edge`, `connector` and `rollout`: logging, the
+//! admin listener (`/metrics`, `/ready`, `/healthz`), shutdown signals,
+//! release information and duration parsing.
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod duration;
+pub mod logging;
+pub mod metrics;
+pub mod release;
+pub mod signal;
+
+/// The exit code for a configuration that cannot work (EX_CONFIG).
+pub const EXIT_CONFIG: i32 = 78;
+/// The exit code for bad command-line usage (EX_USAGE).
+pub const EXIT_USAGE: i32 = 64;

@@ -1,0 +1,314 @@
+//! `edge run` settings: flags (or `EDGE_*` variables) over a YAML file over
+//! defaults, checked once into a config that cannot be wrong afterwards.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use daemon::logging::LogFormat;
+use serde::Deserialize;
+
+/// The flags of `edge run`. Each has an `EDGE_*` variable and a key of the
+/// same name (with `_`) in the `--config` file; a flag or variable wins over
+/// the file.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// YAML file with any of the settings below (keys like `public_http`).
+    #[arg(long, env = "EDGE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Public HTTP/1.1 listener. [default: 0.0.0.0:8080]
+    #[arg(long, env = "EDGE_PUBLIC_HTTP", value_name = "ADDR")]
+    pub public_http: Option<SocketAddr>,
+    /// QUIC (UDP) listener for connectors. [default: 0.0.0.0:7844]
+    #[arg(long, env = "EDGE_TUNNEL_LISTEN", value_name = "ADDR")]
+    pub tunnel_listen: Option<SocketAddr>,
+    /// Admin listener for /metrics, /ready and /healthz. [default: 127.0.0.1:9080]
+    #[arg(long, env = "EDGE_ADMIN", value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// Tunnels file written by `edge tunnel create`; reloaded when it changes.
+    #[arg(long, env = "EDGE_TUNNELS_FILE", value_name = "FILE")]
+    pub tunnels_file: Option<PathBuf>,
+    /// PEM certificate chain the edge presents to connectors.
+    #[arg(long, env = "EDGE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "EDGE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Location (data center) reported to connectors. [default: local]
+    #[arg(long, env = "EDGE_LOCATION", value_name = "NAME")]
+    pub location: Option<String>,
+    /// Name of this edge in logs and registrations. [default: the host name]
+    #[arg(long, env = "EDGE_ID", value_name = "NAME")]
+    pub edge_id: Option<String>,
+    /// How long SIGTERM waits for in-flight requests. [default: 30s]
+    #[arg(long, env = "EDGE_GRACE_PERIOD", value_name = "DURATION", value_parser = daemon::duration::parse)]
+    pub grace_period: Option<Duration>,
+    /// Longest wait for a connector's response head. [default: 100s]
+    #[arg(long, env = "EDGE_RESPONSE_TIMEOUT", value_name = "DURATION", value_parser = daemon::duration::parse)]
+    pub response_timeout: Option<Duration>,
+    /// Most public connections served at once. [default: 10000]
+    #[arg(long, env = "EDGE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Log format. [default: text]
+    #[arg(long, env = "EDGE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The `--config` file. Unknown keys are an error, so a typo is not ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    public_http: Option<SocketAddr>,
+    tunnel_listen: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+    tunnels_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    location: Option<String>,
+    edge_id: Option<String>,
+    #[serde(default, with = "daemon::duration::serde_text_opt")]
+    grace_period: Option<Duration>,
+    #[serde(default, with = "daemon::duration::serde_text_opt")]
+    response_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    log_format: Option<LogFormat>,
+}
+
+/// Checked settings of a running edge.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Public HTTP listener.
+    pub public_http: SocketAddr,
+    /// QUIC listener.
+    pub tunnel_listen: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// The tunnels file.
+    pub tunnels_file: PathBuf,
+    /// TLS certificate chain.
+    pub tls_cert: PathBuf,
+    /// TLS key.
+    pub tls_key: PathBuf,
+    /// Location name.
+    pub location: String,
+    /// This edge's name.
+    pub edge_id: String,
+    /// Drain grace period.
+    pub grace_period: Duration,
+    /// Backstop for a connector's response head.
+    pub response_timeout: Duration,
+    /// Connection cap on the public listener.
+    pub max_connections: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// A setting that is missing or wrong, named so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid.
+    #[error("config file {path} is invalid: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What serde said, with the line.
+        reason: String,
+    },
+    /// A required setting is missing.
+    #[error("`{flag}` is required: pass the flag, set {env}, or put `{key}` in the config file")]
+    Missing {
+        /// The flag.
+        flag: &'static str,
+        /// The variable.
+        env: &'static str,
+        /// The file key.
+        key: &'static str,
+    },
+    /// A setting has a value that cannot work.
+    #[error("`{key}`: {reason}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl RunArgs {
+    /// Merges flags over the file over defaults and checks the result.
+    pub fn resolve(self) -> Result<EdgeConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let required =
+            |v: Option<PathBuf>, flag, env, key| v.ok_or(ConfigError::Missing { flag, env, key });
+        let cfg = EdgeConfig {
+            public_http: self
+                .public_http
+                .or(file.public_http)
+                .unwrap_or_else(|| ([0, 0, 0, 0], 8080).into()),
+            tunnel_listen: self
+                .tunnel_listen
+                .or(file.tunnel_listen)
+                .unwrap_or_else(|| ([0, 0, 0, 0], 7844).into()),
+            admin: self
+                .admin
+                .or(file.admin)
+                .unwrap_or_else(|| ([127, 0, 0, 1], 9080).into()),
+            tunnels_file: required(
+                self.tunnels_file.or(file.tunnels_file),
+                "--tunnels-file",
+                "EDGE_TUNNELS_FILE",
+                "tunnels_file",
+            )?,
+            tls_cert: required(
+                self.tls_cert.or(file.tls_cert),
+                "--tls-cert",
+                "EDGE_TLS_CERT",
+                "tls_cert",
+            )?,
+            tls_key: required(
+                self.tls_key.or(file.tls_key),
+                "--tls-key",
+                "EDGE_TLS_KEY",
+                "tls_key",
+            )?,
+            location: self
+                .location
+                .or(file.location)
+                .unwrap_or_else(|| "local".into()),
+            edge_id: self
+                .edge_id
+                .or(file.edge_id)
+                .unwrap_or_else(default_edge_id),
+            grace_period: self
+                .grace_period
+                .or(file.grace_period)
+                .unwrap_or(Duration::from_secs(30)),
+            response_timeout: self
+                .response_timeout
+                .or(file.response_timeout)
+                .unwrap_or(Duration::from_secs(100)),
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(10_000),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+impl EdgeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        if self.location.trim().is_empty() {
+            return invalid("location", "must not be empty");
+        }
+        if self.edge_id.trim().is_empty() {
+            return invalid("edge_id", "must not be empty");
+        }
+        if self.response_timeout.is_zero() {
+            return invalid("response_timeout", "must be more than zero");
+        }
+        if self.public_http == self.admin {
+            return invalid("admin", "must differ from public_http");
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn default_edge_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "edge".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> RunArgs {
+        RunArgs {
+            tunnels_file: Some("t.yaml".into()),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let cfg = args().resolve().unwrap();
+        assert_eq!(cfg.public_http, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(cfg.grace_period, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn missing_setting_names_flag_env_and_key() {
+        let err = RunArgs::default().resolve().unwrap_err().to_string();
+        assert!(err.contains("--tunnels-file"), "{err}");
+        assert!(err.contains("EDGE_TUNNELS_FILE"), "{err}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_typos_are_errors() {
+        let dir = std::env::temp_dir().join(format!("edge-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("edge.yaml");
+        std::fs::write(
+            &file,
+            "public_http: 127.0.0.1:1000\nlocation: ams\ngrace_period: 5s\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(file.clone());
+        a.public_http = Some("127.0.0.1:2000".parse().unwrap());
+        let cfg = a.resolve().unwrap();
+        assert_eq!(cfg.public_http, "127.0.0.1:2000".parse().unwrap());
+        assert_eq!(cfg.location, "ams");
+        assert_eq!(cfg.grace_period, Duration::from_secs(5));
+
+        std::fs::write(&file, "public_htp: 127.0.0.1:1000\n").unwrap();
+        let mut a = args();
+        a.config = Some(file);
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(err.contains("public_htp"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,203 @@
+//! The Warren edge: accepts authenticated QUIC connections from connectors
+//! and public HTTP traffic, and routes each request by hostname through a
+//! tunnel to one of its connectors.
+//!
+//! - [`listener`]: the QUIC listener and the registration handshake.
+//! - [`registry`]: live connections and the choice of one per request.
+//! - [`proxy`]: the public HTTP listener.
+//! - [`tunnels`]: the tunnels file and the hostname routing table.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod listener;
+pub mod metrics;
+pub mod proxy;
+pub mod registry;
+pub mod tunnels;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use daemon::release::Release;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::EdgeConfig;
+use crate::listener::TunnelListener;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::registry::ConnRegistry;
+use crate::tunnels::{SharedTable, TunnelTable};
+
+/// How often the tunnels file is checked for changes.
+const TUNNELS_POLL: Duration = Duration::from_secs(1);
+
+/// Runs the edge until SIGTERM or SIGINT, then drains.
+pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
+    let metrics = Metrics::new(&release.version);
+    if release.fault_injection.any() {
+        tracing::warn!(faults = ?release.fault_injection, "FAULT INJECTION is on in this release");
+    }
+    let certs = tunnel::endpoint::load_certs(&cfg.tls_cert)?;
+    let key = tunnel::endpoint::load_key(&cfg.tls_key)?;
+    let table = load_table(&cfg.tunnels_file)?;
+    metrics.tunnels_configured.set(table.len() as i64);
+    let table = SharedTable::new(table);
+    let registry = Arc::new(ConnRegistry::new(metrics.clone()));
+
+    let endpoint = tunnel::endpoint::server_endpoint(
+        cfg.tunnel_listen,
+        tunnel::endpoint::server_config(certs, key)?,
+    )?;
+    let public = tokio::net::TcpListener::bind(cfg.public_http)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot bind the public HTTP listener on {}",
+                cfg.public_http
+            )
+        })?;
+    let admin = daemon::admin::bind(cfg.admin).await?;
+
+    let drain = CancellationToken::new();
+    let stop_admin = CancellationToken::new();
+    let public_tasks = TaskTracker::new();
+    let tunnel_tasks = TaskTracker::new();
+
+    let serving = Arc::new(AtomicBool::new(true));
+    let never_ready = release.fault_injection.never_ready;
+    let ready = {
+        let serving = serving.clone();
+        Arc::new(move || {
+            if never_ready {
+                Err("fault injection: this release never becomes ready".to_string())
+            } else if serving.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err("draining".to_string())
+            }
+        })
+    };
+    let admin_task = tokio::spawn(daemon::admin::serve(
+        admin,
+        daemon::admin::router(metrics.registry.clone(), ready),
+        stop_admin.clone(),
+    ));
+
+    let reload_metrics = metrics.clone();
+    let reload_registry = registry.clone();
+    tokio::spawn(tunnels::watch(
+        cfg.tunnels_file.clone(),
+        table.clone(),
+        TUNNELS_POLL,
+        move |result| match result {
+            Ok(t) => {
+                reload_metrics.tunnels_configured.set(t.len() as i64);
+                reload_registry.revoke_stale(t);
+            }
+            Err(_) => reload_metrics.reload_errors.inc(),
+        },
+        drain.clone(),
+    ));
+
+    let listener = Arc::new(TunnelListener {
+        table: table.clone(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        edge_id: cfg.edge_id.clone(),
+        location: cfg.location.clone(),
+        grace_period: cfg.grace_period,
+    });
+    tokio::spawn(listener.accept_loop(endpoint.clone(), drain.clone(), tunnel_tasks.clone()));
+
+    let proxy = Arc::new(Proxy {
+        table,
+        registry,
+        metrics: metrics.clone(),
+        response_timeout: cfg.response_timeout,
+        faults: release.fault_injection.clone(),
+        id_prefix: random_u64(),
+        next_id: AtomicU64::new(0),
+    });
+    public_tasks.spawn(proxy::serve_public(
+        public,
+        proxy,
+        cfg.max_connections,
+        drain.clone(),
+        public_tasks.clone(),
+    ));
+
+    tracing::info!(version = %release.version, public_http = %cfg.public_http,
+        tunnel_listen = %cfg.tunnel_listen, admin = %cfg.admin, location = %cfg.location,
+        edge_id = %cfg.edge_id, "edge started");
+
+    let signal = daemon::signal::shutdown().await;
+    tracing::info!(signal, grace_period = ?cfg.grace_period,
+        "draining: no new public connections, connectors told to move away");
+    serving.store(false, Ordering::SeqCst);
+    metrics.draining.set(1);
+    drain.cancel();
+    public_tasks.close();
+    if tokio::time::timeout(cfg.grace_period, public_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = metrics.in_flight.get(),
+            "grace period over; closing the connections still in flight"
+        );
+    } else {
+        tracing::info!("in-flight requests finished");
+    }
+    endpoint.close(quinn::VarInt::from_u32(0), b"edge shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    tunnel_tasks.close();
+    stop_admin.cancel();
+    let _ = admin_task.await;
+    tracing::info!("edge stopped");
+    Ok(())
+}
+
+fn load_table(path: &Path) -> anyhow::Result<TunnelTable> {
+    let file = tunnels::load(path)?;
+    TunnelTable::build(&file).with_context(|| format!("tunnels file {}", path.display()))
+}
+
+fn random_u64() -> u64 {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; 8];
+    let _ = SystemRandom::new().fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+/// `edge tunnel create`: adds the tunnel and returns the token to print.
+pub fn tunnel_create(path: &Path, hostnames: &[String]) -> anyhow::Result<String> {
+    let token = tunnels::create(path, hostnames)?;
+    tracing::info!(tunnel = %token.tunnel_id, file = %path.display(), "tunnel created");
+    Ok(token.to_string())
+}
+
+/// `edge dev-cert`: writes `ca.pem`, `edge.pem` and `edge-key.pem`.
+pub fn dev_cert(out: &Path, sans: &[String]) -> anyhow::Result<()> {
+    let certs = tunnel::dev_cert::generate(sans).context("cannot generate certificates")?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let write = |name: &str, body: &str| {
+        let p = out.join(name);
+        std::fs::write(&p, body).with_context(|| format!("cannot write {}", p.display()))
+    };
+    write("ca.pem", &certs.ca_pem)?;
+    write("edge.pem", &certs.cert_pem)?;
+    write("edge-key.pem", &certs.key_pem)?;
+    restrict(&out.join("edge-key.pem"))?;
+    Ok(())
+}
+
+fn restrict(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))
+}

@@ -1,0 +1,150 @@
+//! The edge's Prometheus metrics. Every name starts with `edge_`.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// All edge metrics, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry served on `/metrics`.
+    pub registry: Registry,
+    /// `edge_requests_total{tunnel, status_class}`.
+    pub requests: IntCounterVec,
+    /// `edge_request_duration_seconds{tunnel}`: until the response head.
+    pub request_duration: HistogramVec,
+    /// `edge_requests_in_flight`.
+    pub in_flight: IntGauge,
+    /// `edge_tunnel_connections{tunnel}`: live registered connections.
+    pub tunnel_connections: IntGaugeVec,
+    /// `edge_registrations_total`.
+    pub registrations: IntCounter,
+    /// `edge_registration_failures_total{reason}`.
+    pub registration_failures: IntCounterVec,
+    /// `edge_tunnels_configured`.
+    pub tunnels_configured: IntGauge,
+    /// `edge_tunnels_reload_errors_total`.
+    pub reload_errors: IntCounter,
+    /// `edge_public_connections`: open public TCP connections.
+    pub public_connections: IntGauge,
+    /// `edge_draining`: 1 while shutting down.
+    pub draining: IntGauge,
+    /// `edge_fault_injected_total`: requests failed on purpose by a test release.
+    pub faults_injected: IntCounter,
+    /// `edge_stream_open_duration_seconds`: time to open a tunnel stream.
+    pub stream_open: Histogram,
+}
+
+impl Metrics {
+    /// Creates and registers every metric; `version` goes in `edge_build_info`.
+    pub fn new(version: &str) -> Self {
+        let registry = Registry::new();
+        daemon::metrics::register_build_info(&registry, "edge_build_info", version);
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "edge_requests_total",
+                    "Public requests by tunnel and response status class.",
+                ),
+                &["tunnel", "status_class"],
+            )
+            .expect("valid metric"),
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "edge_request_duration_seconds",
+                    "Time from a public request to its response head.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["tunnel"],
+            )
+            .expect("valid metric"),
+            in_flight: IntGauge::new("edge_requests_in_flight", "Requests being proxied.")
+                .expect("valid metric"),
+            tunnel_connections: IntGaugeVec::new(
+                Opts::new(
+                    "edge_tunnel_connections",
+                    "Registered connector connections by tunnel.",
+                ),
+                &["tunnel"],
+            )
+            .expect("valid metric"),
+            registrations: IntCounter::new(
+                "edge_registrations_total",
+                "Connector connections registered.",
+            )
+            .expect("valid metric"),
+            registration_failures: IntCounterVec::new(
+                Opts::new(
+                    "edge_registration_failures_total",
+                    "Refused connector registrations by reason.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            tunnels_configured: IntGauge::new(
+                "edge_tunnels_configured",
+                "Tunnels in the tunnels file.",
+            )
+            .expect("valid metric"),
+            reload_errors: IntCounter::new(
+                "edge_tunnels_reload_errors_total",
+                "Tunnels file changes that were invalid and not applied.",
+            )
+            .expect("valid metric"),
+            public_connections: IntGauge::new(
+                "edge_public_connections",
+                "Open public TCP connections.",
+            )
+            .expect("valid metric"),
+            draining: IntGauge::new("edge_draining", "1 while the edge drains for shutdown.")
+                .expect("valid metric"),
+            faults_injected: IntCounter::new(
+                "edge_fault_injected_total",
+                "Requests answered 500 on purpose by a fault-injection release.",
+            )
+            .expect("valid metric"),
+            stream_open: Histogram::with_opts(
+                HistogramOpts::new(
+                    "edge_stream_open_duration_seconds",
+                    "Time to open a stream to a connector.",
+                )
+                .buckets(vec![
+                    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+                ]),
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        let r = &m.registry;
+        for c in [
+            Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.request_duration.clone()),
+            Box::new(m.in_flight.clone()),
+            Box::new(m.tunnel_connections.clone()),
+            Box::new(m.registrations.clone()),
+            Box::new(m.registration_failures.clone()),
+            Box::new(m.tunnels_configured.clone()),
+            Box::new(m.reload_errors.clone()),
+            Box::new(m.public_connections.clone()),
+            Box::new(m.draining.clone()),
+            Box::new(m.faults_injected.clone()),
+            Box::new(m.stream_open.clone()),
+        ] {
+            r.register(c).expect("metric names are unique");
+        }
+        // Reasons exist from the start, so a rate() over them is never empty.
+        for reason in [
+            "bad_token",
+            "unknown_tunnel",
+            "unsupported_version",
+            "draining",
+            "malformed",
+        ] {
+            m.registration_failures.with_label_values(&[reason]);
+        }
+        m
+    }
+}

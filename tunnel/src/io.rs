@@ -1,0 +1,221 @@
+//! Frames over QUIC streams: the thin async layer over [`crate::codec`].
+//!
+//! Bodies are sent as data frames. The reader hands out body bytes as quinn
+//! delivers them, without copying, and never holds more than one frame header
+//! plus one control payload, so memory per stream stays bounded whatever the
+//! body size; backpressure comes from QUIC flow control.
+
+use bytes::{Bytes, BytesMut};
+use quinn::{RecvStream, SendStream};
+
+use crate::codec::{self, Frame, FrameError, FrameHeader, FrameType, HEADER_LEN, MAX_PAYLOAD};
+use crate::message::{ControlMessage, RequestHead, ResponseHead, Trailers};
+
+/// A failure while moving frames over a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// The peer sent bytes that are not a valid frame.
+    #[error("invalid frame from peer: {0}")]
+    Frame(#[from] FrameError),
+    /// Reading from the stream failed (reset, connection lost).
+    #[error("stream read failed: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// Writing to the stream failed (stopped, connection lost).
+    #[error("stream write failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// The stream ended in the middle of a frame.
+    #[error("stream ended in the middle of a frame")]
+    Truncated,
+    /// The stream ended where a frame was required.
+    #[error("stream ended before the {0}")]
+    Ended(&'static str),
+    /// A frame of the wrong type arrived.
+    #[error("expected a {expected} frame, got {got:?}")]
+    Unexpected {
+        /// What the protocol required here.
+        expected: &'static str,
+        /// What arrived.
+        got: FrameType,
+    },
+    /// The connection failed or closed.
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The stream was already finished.
+    #[error("stream already closed")]
+    Closed,
+}
+
+impl From<quinn::ReadExactError> for IoError {
+    fn from(e: quinn::ReadExactError) -> Self {
+        match e {
+            quinn::ReadExactError::FinishedEarly(_) => IoError::Truncated,
+            quinn::ReadExactError::ReadError(e) => IoError::Read(e),
+        }
+    }
+}
+
+impl From<quinn::ClosedStream> for IoError {
+    fn from(_: quinn::ClosedStream) -> Self {
+        IoError::Closed
+    }
+}
+
+/// Encodes and writes one frame.
+pub async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<(), IoError> {
+    let mut buf = BytesMut::new();
+    codec::encode(frame, &mut buf)?;
+    send.write_all(&buf).await?;
+    Ok(())
+}
+
+/// Writes body bytes as data frames of at most [`MAX_PAYLOAD`] bytes.
+pub async fn write_data(send: &mut SendStream, mut data: Bytes) -> Result<(), IoError> {
+    while !data.is_empty() {
+        let piece = data.split_to(data.len().min(MAX_PAYLOAD));
+        send.write_all(&codec::data_header(piece.len())?).await?;
+        send.write_chunk(piece).await?;
+    }
+    Ok(())
+}
+
+/// Reads one frame header; `Ok(None)` when the stream ended cleanly first.
+async fn read_header(recv: &mut RecvStream) -> Result<Option<FrameHeader>, IoError> {
+    let mut head = [0u8; HEADER_LEN];
+    let mut filled = 0;
+    while filled < HEADER_LEN {
+        match recv.read(&mut head[filled..]).await? {
+            Some(n) => filled += n,
+            None if filled == 0 => return Ok(None),
+            None => return Err(IoError::Truncated),
+        }
+    }
+    Ok(Some(codec::decode_header(&head)?))
+}
+
+async fn read_payload(recv: &mut RecvStream, header: FrameHeader) -> Result<Frame, IoError> {
+    let mut payload = vec![0u8; header.len];
+    recv.read_exact(&mut payload).await?;
+    Ok(codec::decode_payload(header, &payload)?)
+}
+
+/// Reads one whole frame (data frames included); `Ok(None)` at a clean end.
+pub async fn read_frame(recv: &mut RecvStream) -> Result<Option<Frame>, IoError> {
+    match read_header(recv).await? {
+        None => Ok(None),
+        Some(header) => Ok(Some(read_payload(recv, header).await?)),
+    }
+}
+
+/// Reads the next control message; `Ok(None)` when the peer finished the stream.
+pub async fn read_control(recv: &mut RecvStream) -> Result<Option<ControlMessage>, IoError> {
+    match read_header(recv).await? {
+        None => Ok(None),
+        Some(h) => match read_payload(recv, h).await? {
+            Frame::Control(msg) => Ok(Some(msg)),
+            _ => Err(IoError::Unexpected {
+                expected: "control",
+                got: h.kind,
+            }),
+        },
+    }
+}
+
+/// Reads the request head that opens a request stream.
+pub async fn read_request_head(recv: &mut RecvStream) -> Result<RequestHead, IoError> {
+    let h = read_header(recv)
+        .await?
+        .ok_or(IoError::Ended("request head"))?;
+    match read_payload(recv, h).await? {
+        Frame::RequestHead(head) => Ok(head),
+        _ => Err(IoError::Unexpected {
+            expected: "request head",
+            got: h.kind,
+        }),
+    }
+}
+
+/// Reads the response head that answers a request stream.
+pub async fn read_response_head(recv: &mut RecvStream) -> Result<ResponseHead, IoError> {
+    let h = read_header(recv)
+        .await?
+        .ok_or(IoError::Ended("response head"))?;
+    match read_payload(recv, h).await? {
+        Frame::ResponseHead(head) => Ok(head),
+        _ => Err(IoError::Unexpected {
+            expected: "response head",
+            got: h.kind,
+        }),
+    }
+}
+
+/// One piece of a body read from a stream.
+#[derive(Debug)]
+pub enum BodyPart {
+    /// Body bytes.
+    Data(Bytes),
+    /// Trailing headers; nothing follows them.
+    Trailers(Trailers),
+}
+
+/// Reads a body (data frames, then optional trailers, then the end of the
+/// stream) piece by piece, handing out quinn's buffers without copying.
+#[derive(Debug)]
+pub struct BodyReader {
+    recv: RecvStream,
+    /// Bytes left in the data frame being read.
+    remaining: usize,
+    done: bool,
+}
+
+impl BodyReader {
+    /// Reads the body that follows a head on `recv`.
+    pub fn new(recv: RecvStream) -> Self {
+        Self {
+            recv,
+            remaining: 0,
+            done: false,
+        }
+    }
+
+    /// The next piece, or `Ok(None)` at the end of the body.
+    pub async fn next(&mut self) -> Result<Option<BodyPart>, IoError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if self.remaining > 0 {
+                let chunk = self
+                    .recv
+                    .read_chunk(self.remaining, true)
+                    .await?
+                    .ok_or(IoError::Truncated)?;
+                self.remaining -= chunk.bytes.len();
+                return Ok(Some(BodyPart::Data(chunk.bytes)));
+            }
+            let Some(header) = read_header(&mut self.recv).await? else {
+                self.done = true;
+                return Ok(None);
+            };
+            match header.kind {
+                FrameType::Data => self.remaining = header.len,
+                FrameType::Trailers => {
+                    if let Frame::Trailers(t) = read_payload(&mut self.recv, header).await? {
+                        self.done = true;
+                        return Ok(Some(BodyPart::Trailers(t)));
+                    }
+                }
+                other => {
+                    return Err(IoError::Unexpected {
+                        expected: "data or trailers",
+                        got: other,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Tells the peer to stop sending (for example when the client went away).
+    pub fn stop(&mut self, code: u32) {
+        let _ = self.recv.stop(quinn::VarInt::from_u32(code));
+    }
+}
