@@ -145,7 +145,11 @@ impl Supervisor {
                         Ok(c) => c,
                         Err(retry_after) => {
                             let wait = backoff.next_delay().max(retry_after);
-                            tracing::info!(slot, wait = ?wait, "no edge took the connection; retrying");
+                            tracing::info!(
+                                slot,
+                                wait_ms = wait.as_millis() as u64,
+                                "no edge took the connection; retrying"
+                            );
                             tokio::select! {
                                 _ = tokio::time::sleep(wait) => continue,
                                 _ = cancel.cancelled() => return,
@@ -165,7 +169,7 @@ impl Supervisor {
                 Ended::Drained(edge) => avoid = Some(edge),
                 Ended::Lost(reason) => {
                     let wait = backoff.next_delay();
-                    tracing::warn!(slot, %reason, wait = ?wait, "tunnel connection lost; reconnecting");
+                    tracing::warn!(slot, %reason, wait_ms = wait.as_millis() as u64, "tunnel connection lost; reconnecting");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = cancel.cancelled() => return,
@@ -275,7 +279,7 @@ impl Supervisor {
                     .with_label_values(&[&target.address, r.reason.as_str()])
                     .inc();
                 tracing::error!(slot, edge = %target.address, reason = r.reason.as_str(),
-                    message = %r.message, "edge refused the registration");
+                    detail = %r.message, "edge refused the registration");
                 conn.close(quinn::VarInt::from_u32(0), b"rejected");
                 Err(DialError::Rejected(r.retry_after))
             }

@@ -1,6 +1,8 @@
 //! Logging through `tracing`: human-readable text on a terminal, or one JSON
 //! object per line for log shippers.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -21,6 +23,7 @@ pub fn init(format: LogFormat, env_var: &str) {
     let filter = EnvFilter::try_from_env(env_var).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second init (tests that call it twice) is harmless: keep the first.
     let _ = match format {

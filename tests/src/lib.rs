@@ -1,1 +1,14 @@
-//! placeholder
+//! Support for Warren's end-to-end tests: real processes of our own binaries
+//! on loopback addresses that no other test uses, a test origin, and helpers
+//! to read metrics. Every process is killed by pid when its guard drops, also
+//! when a test panics.
+
+pub mod bins;
+pub mod http;
+pub mod metrics;
+pub mod net;
+pub mod origin;
+pub mod pattern;
+pub mod proc;
+pub mod tunnel_setup;
+pub mod workdir;

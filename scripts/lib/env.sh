@@ -1,0 +1,9 @@
+# Sourced by the scripts: where the cached tools live. Override the cache
+# folder with WARREN_CACHE.
+WARREN_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+WARREN_CACHE=${WARREN_CACHE:-$HOME/.cache/warren}
+WARREN_SALT_VENV=$WARREN_CACHE/salt-venv
+WARREN_NPM=$WARREN_CACHE/npm
+export WARREN_ROOT WARREN_CACHE WARREN_SALT_VENV WARREN_NPM
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

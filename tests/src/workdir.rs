@@ -1,0 +1,48 @@
+//! A scratch folder per test, removed afterwards unless the test failed (then
+//! its path is printed, with the processes' logs inside).
+
+use std::path::{Path, PathBuf};
+
+/// A test's scratch folder.
+pub struct Workdir {
+    path: PathBuf,
+}
+
+impl Workdir {
+    /// A fresh folder named after the test.
+    pub fn new(name: &str) -> Self {
+        let base = std::env::var_os("WARREN_TEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("warren-tests"));
+        let path = base.join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            crate::net::random_u32()
+        ));
+        std::fs::create_dir_all(&path).expect("create workdir");
+        Self { path }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path inside it.
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed; its files and logs are kept in {}",
+                self.path.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

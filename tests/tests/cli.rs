@@ -1,0 +1,213 @@
+//! The command lines as an operator uses them: example configs, ingress
+//! checks, tunnel creation, bad input.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use tests::bins::{bin, workspace};
+use tests::workdir::Workdir;
+
+fn examples() -> Vec<PathBuf> {
+    let dir = workspace().join("examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_config_parses() {
+    let files = examples();
+    let mut checked = 0;
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("connector") {
+            let out = Command::new(bin("connector"))
+                .args(["ingress", "validate", "--config"])
+                .arg(path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{name}: {out:?}");
+            checked += 1;
+        } else if name.starts_with("edge") {
+            let args = edge::config::RunArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            };
+            args.resolve().unwrap_or_else(|e| panic!("{name}: {e}"));
+            checked += 1;
+        } else {
+            panic!("{name}: no test knows how to check this example");
+        }
+    }
+    // A walk that finds nothing would pass vacuously.
+    assert!(checked >= 2, "checked only {checked} examples");
+}
+
+fn write(work: &Workdir, name: &str, text: &str) -> PathBuf {
+    let p = work.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn ingress_validate_rejects_a_last_rule_that_is_not_a_catch_all() {
+    let work = Workdir::new("ingress-validate");
+    let bad = write(
+        &work,
+        "bad.yaml",
+        "ingress:\n  - hostname: a.example.com\n    service: http://127.0.0.1:1\n  - hostname: b.example.com\n    service: http://127.0.0.1:2\n",
+    );
+    let out = Command::new(bin("connector"))
+        .args(["ingress", "validate", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rule #2"), "{err}");
+    assert!(err.contains("b.example.com"), "{err}");
+    assert!(
+        err.contains("http_status:404"),
+        "the fix is suggested: {err}"
+    );
+}
+
+#[test]
+fn ingress_rule_picks_the_right_rule() {
+    let config = workspace().join("examples/connector.yaml");
+    let cases = [
+        (
+            "https://app.example.com/api/v1/users",
+            1,
+            "http://127.0.0.1:8000",
+        ),
+        (
+            "https://APP.example.com:443/api/",
+            1,
+            "http://127.0.0.1:8000",
+        ),
+        ("https://app.example.com/apix", 2, "http://127.0.0.1:3000"),
+        ("https://app.example.com/", 2, "http://127.0.0.1:3000"),
+        (
+            "https://app.example.com/static?x=/api/",
+            2,
+            "http://127.0.0.1:3000",
+        ),
+        (
+            "https://db.internal.example.com/",
+            3,
+            "https://127.0.0.1:8443",
+        ),
+        (
+            "https://a.b.internal.example.com/x",
+            3,
+            "https://127.0.0.1:8443",
+        ),
+        ("https://internal.example.com/", 4, "http_status:404"),
+        ("https://other.example.org/api/", 4, "http_status:404"),
+    ];
+    for (url, rule, service) in cases {
+        let out = Command::new(bin("connector"))
+            .args(["ingress", "rule", url, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{url}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with(&format!("Matched rule #{rule}\n")),
+            "{url}: {text}"
+        );
+        assert!(
+            text.contains(&format!("service: {service}\n")),
+            "{url}: {text}"
+        );
+    }
+}
+
+#[test]
+fn tunnel_create_prints_only_the_token_and_the_file_holds_no_secret() {
+    let work = Workdir::new("tunnel-create");
+    let file = work.join("tunnels.yaml");
+    let out = Command::new(bin("edge"))
+        .args([
+            "tunnel",
+            "create",
+            "--hostname",
+            "a.example.com",
+            "--hostname",
+            "*.b.example.com",
+            "--tunnels-file",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap();
+    let token = token.trim();
+    assert!(
+        token.starts_with("wrn1_") && !token.contains(' '),
+        "{token}"
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("a.example.com") && text.contains("*.b.example.com"));
+    assert!(
+        !text.contains(&token[5..]),
+        "the secret is in the tunnels file"
+    );
+
+    // The same hostname again: refused, file unchanged.
+    let out = Command::new(bin("edge"))
+        .args([
+            "tunnel",
+            "create",
+            "--hostname",
+            "a.example.com",
+            "--tunnels-file",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already routed"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+}
+
+#[test]
+fn bad_configs_exit_with_a_message_that_names_the_problem() {
+    let work = Workdir::new("bad-config");
+    let cfg = write(
+        &work,
+        "edge.yaml",
+        "public_http: 127.0.0.1:8080\ntunels_file: x\n",
+    );
+    let out = Command::new(bin("edge"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tunels_file"));
+
+    let out = Command::new(bin("connector"))
+        .args([
+            "run",
+            "--edge",
+            "127.0.0.1:7844",
+            "--url",
+            "http://127.0.0.1:1",
+            "--ca-cert",
+            "/nonexistent",
+        ])
+        .env("CONNECTOR_TOKEN", "wrn1_secretgarbage")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CONNECTOR_TOKEN"), "{err}");
+    assert!(!err.contains("secretgarbage"), "the token leaked: {err}");
+}
