@@ -1,1 +1,14 @@
-//! placeholder
+//! The Warren rollout controller: stages a version of `edge` or `connector`
+//! across data-center cohorts through Salt, gated on Prometheus, and rolls
+//! back by itself.
+#![warn(missing_docs)]
+
+pub mod prometheus;
+pub mod salt;
+pub mod tls;
+
+pub mod gate;
+pub mod inventory;
+pub mod plan;
+pub mod spec;
+pub mod store;

@@ -4,6 +4,7 @@
 //! when a test panics.
 
 pub mod bins;
+pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod net;

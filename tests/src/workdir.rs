@@ -23,6 +23,15 @@ impl Workdir {
         Self { path }
     }
 
+    /// A fresh folder with a short path (`/tmp/wf-XXXXXXXX`), for tools that
+    /// put unix sockets inside it (their paths are limited to 108 bytes).
+    pub fn short(name: &str) -> Self {
+        let path = PathBuf::from(format!("/tmp/wf-{:08x}", crate::net::random_u32()));
+        std::fs::create_dir_all(&path).expect("create workdir");
+        std::fs::write(path.join("NAME"), name).expect("write name");
+        Self { path }
+    }
+
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.path

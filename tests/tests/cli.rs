@@ -39,12 +39,16 @@ fn every_example_config_parses() {
             };
             args.resolve().unwrap_or_else(|e| panic!("{name}: {e}"));
             checked += 1;
+        } else if name.starts_with("rollout") {
+            let text = std::fs::read_to_string(path).unwrap();
+            rollout::spec::Spec::from_yaml(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            checked += 1;
         } else {
             panic!("{name}: no test knows how to check this example");
         }
     }
     // A walk that finds nothing would pass vacuously.
-    assert!(checked >= 2, "checked only {checked} examples");
+    assert!(checked >= 3, "checked only {checked} examples");
 }
 
 fn write(work: &Workdir, name: &str, text: &str) -> PathBuf {

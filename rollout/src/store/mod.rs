@@ -1,0 +1,768 @@
+//! The durable store: one code path over `sqlx::Any`, one set of migrations,
+//! for SQLite (the embedded default) and PostgreSQL (several controllers).
+//!
+//! Every transition is appended to the journal before it is acted on; the
+//! database enforces one active rollout per component (a unique partial
+//! index), so two controllers sharing PostgreSQL cannot both start one.
+//!
+//! SQL here is portable: `$n` placeholders, each used once and in ascending
+//! order; BIGINT epoch milliseconds; JSON as TEXT; flags as BIGINT 0/1.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::plan::Plan;
+use crate::spec::{Component, Spec};
+
+#[cfg(test)]
+mod tests;
+
+/// Embedded migrations, applied in order, each once.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.sql"))];
+
+/// Key of the PostgreSQL advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = 0x5741_5252_454e; // "WARREN"
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another rollout of this component is active.
+    #[error("rollout {id} of {component} is already active")]
+    AlreadyActive {
+        /// The component.
+        component: Component,
+        /// The active rollout.
+        id: RolloutId,
+    },
+    /// No rollout has this id.
+    #[error("no rollout {0}")]
+    NotFound(RolloutId),
+    /// A stored value is not what this version of the controller expects.
+    #[error("stored {what} is invalid: {reason}")]
+    Corrupt {
+        /// Which value.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A migration failed.
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        /// Its number.
+        version: i64,
+        /// Its name.
+        name: &'static str,
+        /// The database error.
+        source: sqlx::Error,
+    },
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The database folder could not be created.
+    #[error("creating {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A rollout's id, like `r-1764210000000-9f86d081`: creation time and randomness,
+/// generated here so no backend-specific sequence is needed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RolloutId(pub String);
+
+impl RolloutId {
+    fn generate(now_ms: i64) -> RolloutId {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 4];
+        ring::rand::SystemRandom::new()
+            .fill(&mut bytes)
+            .expect("the system random source works");
+        RolloutId(format!("r-{now_ms}-{}", crate::inventory::hex(&bytes)))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RolloutId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    /// Applying batches.
+    Running,
+    /// Waiting for a person (an inconclusive gate).
+    Paused,
+    /// Undoing what it did.
+    RollingBack,
+    /// Every batch done. Final.
+    Succeeded,
+    /// Rolled back. Final.
+    RolledBack,
+    /// Stopped by a person. Final.
+    Aborted,
+    /// Could not finish or roll back; needs a person. Final.
+    Failed,
+}
+
+impl RolloutState {
+    /// Every state.
+    pub const ALL: [RolloutState; 7] = [
+        RolloutState::Running,
+        RolloutState::Paused,
+        RolloutState::RollingBack,
+        RolloutState::Succeeded,
+        RolloutState::RolledBack,
+        RolloutState::Aborted,
+        RolloutState::Failed,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Running => "running",
+            RolloutState::Paused => "paused",
+            RolloutState::RollingBack => "rolling_back",
+            RolloutState::Succeeded => "succeeded",
+            RolloutState::RolledBack => "rolled_back",
+            RolloutState::Aborted => "aborted",
+            RolloutState::Failed => "failed",
+        }
+    }
+
+    /// Whether the rollout still holds its component (not final).
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            RolloutState::Running | RolloutState::Paused | RolloutState::RollingBack
+        )
+    }
+}
+
+impl fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RolloutState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        RolloutState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown rollout state `{s}`"))
+    }
+}
+
+/// A journal entry to append.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// What happens, like `batch_start`, `salt_apply`, `gate`, `rollback`.
+    pub kind: String,
+    /// The host it concerns, if one.
+    pub host: Option<String>,
+    /// Anything else, as JSON.
+    pub detail: serde_json::Value,
+}
+
+impl Event {
+    /// An event about the whole rollout.
+    pub fn new(kind: impl Into<String>, detail: serde_json::Value) -> Event {
+        Event {
+            kind: kind.into(),
+            host: None,
+            detail,
+        }
+    }
+
+    /// The same event about one host.
+    pub fn on_host(mut self, host: impl Into<String>) -> Event {
+        self.host = Some(host.into());
+        self
+    }
+}
+
+/// A journal entry as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// Position in the rollout's journal, from 1.
+    pub seq: i64,
+    /// When it was appended, epoch milliseconds.
+    pub at: i64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// A rollout as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutSummary {
+    /// Id.
+    pub id: RolloutId,
+    /// Component.
+    pub component: Component,
+    /// Target version.
+    pub version: String,
+    /// State.
+    pub state: RolloutState,
+    /// Whether it holds its component.
+    pub active: bool,
+    /// Creation time, epoch milliseconds.
+    pub created_at: i64,
+    /// Last change, epoch milliseconds.
+    pub updated_at: i64,
+}
+
+/// A rollout with its spec and plan.
+#[derive(Debug, Clone)]
+pub struct RolloutRecord {
+    /// The summary.
+    pub summary: RolloutSummary,
+    /// The spec, re-validated from the stored form.
+    pub spec: Spec,
+    /// The plan it applies.
+    pub plan: Plan,
+}
+
+/// The store. Cheap to clone (a pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    sqlite: bool,
+}
+
+/// The default database: `$XDG_DATA_HOME/warren/rollout.db`, else
+/// `~/.local/share/warren/rollout.db`, as a `sqlite://` URL.
+pub fn default_url() -> String {
+    let dir = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    format!(
+        "sqlite://{}?mode=rwc",
+        dir.join("warren").join("rollout.db").display()
+    )
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn is_sqlite(url: &str) -> bool {
+    url.starts_with("sqlite:")
+}
+
+impl Store {
+    /// Connects (`sqlite://PATH?mode=rwc` or `postgres://...`) and applies
+    /// the migrations. For SQLite the file's folder is created.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let path = rest.split('?').next().unwrap_or("");
+            if let Some(parent) = std::path::Path::new(path).parent()
+                && !parent.as_os_str().is_empty()
+                && !path.starts_with(':')
+            {
+                std::fs::create_dir_all(parent).map_err(|source| StoreError::Folder {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+        // SQLite has one writer anyway; one connection avoids lock upgrades
+        // failing with SQLITE_BUSY inside this process.
+        let max = if is_sqlite(url) { 1 } else { 8 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        let store = Store {
+            pool,
+            sqlite: is_sqlite(url),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`): two processes that both read first and then
+    /// both try to write would otherwise fail with "database is locked"
+    /// instead of waiting for each other.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        if self.sqlite {
+            self.pool.begin_with("BEGIN IMMEDIATE").await
+        } else {
+            self.pool.begin().await
+        }
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS warren_migrations (
+                version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await
+        .or_else(|e| {
+            // Two controllers creating the table at once on PostgreSQL.
+            if is_unique_violation(&e) {
+                Ok(Default::default())
+            } else {
+                Err(e)
+            }
+        })?;
+        for &(version, name, sql) in MIGRATIONS {
+            let err = |source| StoreError::Migration {
+                version,
+                name,
+                source,
+            };
+            let mut tx = self.write_tx().await.map_err(err)?;
+            if !self.sqlite {
+                // Serialises migrations of several controllers; released at commit.
+                sqlx::query("SELECT COUNT(*) AS n FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+                    .bind(MIGRATION_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            }
+            let done = sqlx::query("SELECT version FROM warren_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err)?;
+            if done.is_some() {
+                continue;
+            }
+            for statement in split_statements(sql) {
+                // Our own embedded migration text, not outside input.
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            }
+            sqlx::query(
+                "INSERT INTO warren_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(version)
+            .bind(name)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a rollout of the spec's component with this plan, and journals
+    /// `begin`, in one transaction. Fails with [`StoreError::AlreadyActive`]
+    /// when another rollout of the component is active, here or in another
+    /// controller sharing the database.
+    pub async fn begin_rollout(&self, spec: &Spec, plan: &Plan) -> Result<RolloutId, StoreError> {
+        let plan_json = serde_json::to_string(plan).map_err(|e| StoreError::Corrupt {
+            what: "plan",
+            reason: e.to_string(),
+        })?;
+        for _ in 0..3 {
+            match self.try_begin(spec, &plan_json).await {
+                Err(StoreError::Database(e)) if is_unique_violation(&e) => {
+                    if let Some(active) = self.active(spec.component).await? {
+                        return Err(StoreError::AlreadyActive {
+                            component: spec.component,
+                            id: active.id,
+                        });
+                    }
+                    // The other rollout ended in between: try again.
+                }
+                other => return other,
+            }
+        }
+        Err(StoreError::Corrupt {
+            what: "active rollout",
+            reason: "the unique index refused the rollout but no active one is listed".into(),
+        })
+    }
+
+    async fn try_begin(&self, spec: &Spec, plan_json: &str) -> Result<RolloutId, StoreError> {
+        let now = now_ms();
+        let id = RolloutId::generate(now);
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO rollouts
+                (id, component, version, spec, plan, state, active, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id.as_str())
+        .bind(spec.component.as_str())
+        .bind(spec.version.as_str())
+        .bind(spec.to_json())
+        .bind(plan_json)
+        .bind(RolloutState::Running.as_str())
+        .bind(1i64)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let begin = Event::new(
+            "begin",
+            serde_json::json!({"component": spec.component, "version": spec.version}),
+        );
+        append(&mut tx, &id, &begin, now).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Appends an event to the rollout's journal; returns its sequence number.
+    pub async fn journal(&self, id: &RolloutId, event: &Event) -> Result<i64, StoreError> {
+        let mut tx = self.write_tx().await?;
+        self.require(&mut tx, id).await?;
+        let seq = append(&mut tx, id, event, now_ms()).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// Moves the rollout to a state, journaling `state` first in the same
+    /// transaction. A final state releases the component.
+    pub async fn set_state(&self, id: &RolloutId, state: RolloutState) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let from = self.require(&mut tx, id).await?;
+        let event = Event::new(
+            "state",
+            serde_json::json!({"from": from.as_str(), "to": state.as_str()}),
+        );
+        append(&mut tx, id, &event, now).await?;
+        sqlx::query("UPDATE rollouts SET state = $1, active = $2, updated_at = $3 WHERE id = $4")
+            .bind(state.as_str())
+            .bind(i64::from(state.is_active()))
+            .bind(now)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that batch `batch` of stage `stage` finished (journaling
+    /// `batch_done` in the same transaction). Recording it twice is harmless.
+    pub async fn finish_batch(
+        &self,
+        id: &RolloutId,
+        stage: usize,
+        batch: usize,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        self.require(&mut tx, id).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO batches_done (rollout_id, stage, batch, finished_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (rollout_id, stage, batch) DO NOTHING",
+        )
+        .bind(id.as_str())
+        .bind(stage as i64)
+        .bind(batch as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            let event = Event::new(
+                "batch_done",
+                serde_json::json!({"stage": stage, "batch": batch}),
+            );
+            append(&mut tx, id, &event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The finished `(stage, batch)` pairs of a rollout.
+    pub async fn batches_done(
+        &self,
+        id: &RolloutId,
+    ) -> Result<BTreeSet<(usize, usize)>, StoreError> {
+        let rows = sqlx::query("SELECT stage, batch FROM batches_done WHERE rollout_id = $1")
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let stage: i64 = r.try_get("stage")?;
+                let batch: i64 = r.try_get("batch")?;
+                Ok((stage as usize, batch as usize))
+            })
+            .collect()
+    }
+
+    /// Assigns a version of a component to a host (the Salt pillar's source).
+    pub async fn assign(
+        &self,
+        host: &str,
+        component: Component,
+        version: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO assignments (host, component, version, updated_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (host, component)
+             DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
+        )
+        .bind(host)
+        .bind(component.as_str())
+        .bind(version)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a host's assignment of a component (the pillar then has none,
+    /// and the Salt states keep what the host runs).
+    pub async fn unassign(&self, host: &str, component: Component) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM assignments WHERE host = $1 AND component = $2")
+            .bind(host)
+            .bind(component.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The versions assigned to a host, by component.
+    pub async fn assignments_for(
+        &self,
+        host: &str,
+    ) -> Result<BTreeMap<Component, String>, StoreError> {
+        let rows = sqlx::query("SELECT component, version FROM assignments WHERE host = $1")
+            .bind(host)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let component: String = r.try_get("component")?;
+                let version: String = r.try_get("version")?;
+                let component = component.parse().map_err(|reason| StoreError::Corrupt {
+                    what: "assignment component",
+                    reason,
+                })?;
+                Ok((component, version))
+            })
+            .collect()
+    }
+
+    /// Records an alert by fingerprint; `true` the first time, `false` when
+    /// it was seen before (webhook retries, the periodic pull).
+    pub async fn record_alert(
+        &self,
+        fingerprint: &str,
+        rollout: Option<&RolloutId>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO alerts_seen (fingerprint, rollout_id, seen_at) VALUES ($1, $2, $3)
+             ON CONFLICT (fingerprint) DO NOTHING",
+        )
+        .bind(fingerprint)
+        .bind(rollout.map(|r| r.as_str().to_string()))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The rollout's journal, in order.
+    pub async fn history(&self, id: &RolloutId) -> Result<Vec<Step>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, host, detail, at FROM steps WHERE rollout_id = $1 ORDER BY seq",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            // Every rollout has at least `begin`.
+            return Err(StoreError::NotFound(id.clone()));
+        }
+        rows.iter()
+            .map(|r| {
+                let detail: String = r.try_get("detail")?;
+                Ok(Step {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get("at")?,
+                    event: Event {
+                        kind: r.try_get("kind")?,
+                        host: r.try_get("host")?,
+                        detail: serde_json::from_str(&detail).map_err(|e| StoreError::Corrupt {
+                            what: "journal detail",
+                            reason: e.to_string(),
+                        })?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Every rollout, newest first.
+    pub async fn list(&self) -> Result<Vec<RolloutSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, component, version, state, active, created_at, updated_at
+             FROM rollouts ORDER BY created_at DESC, id DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(summary).collect()
+    }
+
+    /// The active rollout of a component, if any.
+    pub async fn active(&self, component: Component) -> Result<Option<RolloutSummary>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, component, version, state, active, created_at, updated_at
+             FROM rollouts WHERE component = $1 AND active = 1",
+        )
+        .bind(component.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(summary).transpose()
+    }
+
+    /// A rollout with its spec and plan.
+    pub async fn get(&self, id: &RolloutId) -> Result<RolloutRecord, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, component, version, state, active, created_at, updated_at, spec, plan
+             FROM rollouts WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        let spec: String = row.try_get("spec")?;
+        let plan: String = row.try_get("plan")?;
+        Ok(RolloutRecord {
+            summary: summary(&row)?,
+            spec: Spec::from_json(&spec).map_err(|e| StoreError::Corrupt {
+                what: "spec",
+                reason: e.to_string(),
+            })?,
+            plan: Plan::from_json(&plan).map_err(|e| StoreError::Corrupt {
+                what: "plan",
+                reason: e.to_string(),
+            })?,
+        })
+    }
+
+    /// The rollout's state, or `NotFound`.
+    async fn require(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        id: &RolloutId,
+    ) -> Result<RolloutState, StoreError> {
+        let row = sqlx::query("SELECT state FROM rollouts WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        let state: String = row.try_get("state")?;
+        state.parse().map_err(|reason| StoreError::Corrupt {
+            what: "state",
+            reason,
+        })
+    }
+}
+
+/// Appends one journal entry with the next sequence number.
+async fn append(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &RolloutId,
+    event: &Event,
+    at: i64,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM steps WHERE rollout_id = $1")
+        .bind(id.as_str())
+        .fetch_one(&mut **tx)
+        .await?;
+    let last: i64 = row.try_get("last")?;
+    let seq = last + 1;
+    sqlx::query(
+        "INSERT INTO steps (rollout_id, seq, kind, host, detail, at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id.as_str())
+    .bind(seq)
+    .bind(event.kind.as_str())
+    .bind(event.host.clone())
+    .bind(event.detail.to_string())
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(seq)
+}
+
+fn summary(row: &AnyRow) -> Result<RolloutSummary, StoreError> {
+    let component: String = row.try_get("component")?;
+    let state: String = row.try_get("state")?;
+    let active: i64 = row.try_get("active")?;
+    Ok(RolloutSummary {
+        id: RolloutId(row.try_get("id")?),
+        component: component.parse().map_err(|reason| StoreError::Corrupt {
+            what: "component",
+            reason,
+        })?,
+        version: row.try_get("version")?,
+        state: state.parse().map_err(|reason| StoreError::Corrupt {
+            what: "state",
+            reason,
+        })?,
+        active: active == 1,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Splits a migration file into statements (on `;` at line ends; comments dropped).
+fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let line = line.split("--").next().unwrap_or("").trim_end();
+        if line.trim().is_empty() {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if line.ends_with(';') {
+            out.push(current.trim().trim_end_matches(';').to_string());
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_string());
+    }
+    out
+}

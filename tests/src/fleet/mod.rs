@@ -1,0 +1,640 @@
+//! The local fleet: a real Salt master with salt-api, one minion per host
+//! (each with its own address 127.A.B.n, config and root folders, and grains
+//! `datacenter`, `cohort`, `role`), a supervisord per host standing in for
+//! systemd, `edge` and `connector` installed and run on the hosts by the
+//! project's own Salt states, Prometheus scraping every host through
+//! file-based discovery, Alertmanager, and an origin.
+//!
+//! Everything is torn down by pid when the [`Fleet`] is dropped, also when a
+//! test panics.
+
+pub mod config;
+pub mod pillar;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rollout::prometheus::Prometheus;
+use rollout::salt::{ApplyReport, SaltApi, SaltSecret};
+use serde_json::json;
+
+use crate::bins::{bin, profile_dir, workspace};
+use crate::net::{TestNet, random_u32};
+use crate::proc::{Proc, eventually};
+use crate::workdir::Workdir;
+use config::*;
+pub use pillar::{PillarServer, Release};
+
+/// The name in the edges' certificate.
+pub const EDGE_NAME: &str = "edge.warren.test";
+/// The hostname the fleet's tunnel serves.
+pub const APP_HOST: &str = "app.fleet.test";
+
+/// What a host runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An edge host.
+    Edge,
+    /// A connector host.
+    Connector,
+}
+
+impl Role {
+    /// The grain value and component name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Edge => "edge",
+            Self::Connector => "connector",
+        }
+    }
+}
+
+/// One host of the fleet.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Minion id.
+    pub id: String,
+    /// Role grain.
+    pub role: Role,
+    /// Datacenter grain.
+    pub datacenter: String,
+    /// Cohort grain (`canary` or `main`).
+    pub cohort: String,
+    /// Its own loopback address.
+    pub ip: IpAddr,
+}
+
+impl Host {
+    /// The admin listener.
+    pub fn admin(&self) -> SocketAddr {
+        match self.role {
+            Role::Edge => SocketAddr::new(self.ip, EDGE_ADMIN),
+            Role::Connector => SocketAddr::new(self.ip, CONNECTOR_ADMIN),
+        }
+    }
+
+    /// An edge's public HTTP listener.
+    pub fn public(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, EDGE_PUBLIC)
+    }
+
+    /// An edge's QUIC listener.
+    pub fn tunnel(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, EDGE_TUNNEL)
+    }
+}
+
+/// Six edge hosts in three data centers (one canary) and two connectors.
+pub fn default_hosts(net: &TestNet) -> Vec<Host> {
+    let mut hosts = Vec::new();
+    let edges = [
+        ("ams", 1, "canary"),
+        ("ams", 2, "main"),
+        ("fra", 1, "main"),
+        ("fra", 2, "main"),
+        ("sin", 1, "main"),
+        ("sin", 2, "main"),
+    ];
+    for (i, (dc, n, cohort)) in edges.into_iter().enumerate() {
+        hosts.push(Host {
+            id: format!("edge-{dc}-{n}"),
+            role: Role::Edge,
+            datacenter: dc.into(),
+            cohort: cohort.into(),
+            ip: net.ip(i as u8 + 1),
+        });
+    }
+    for (i, (dc, cohort)) in [("ams", "canary"), ("fra", "main")].into_iter().enumerate() {
+        hosts.push(Host {
+            id: format!("conn-{dc}-1"),
+            role: Role::Connector,
+            datacenter: dc.into(),
+            cohort: cohort.into(),
+            ip: net.ip(21 + i as u8),
+        });
+    }
+    hosts
+}
+
+/// The running fleet.
+pub struct Fleet {
+    /// Scratch folder (short path: Salt's unix sockets live inside).
+    pub work: Workdir,
+    /// The fleet's slice of loopback.
+    pub net: TestNet,
+    /// Every host.
+    pub hosts: Vec<Host>,
+    /// salt-api client.
+    pub salt: SaltApi,
+    /// salt-api URL.
+    pub salt_url: String,
+    /// salt-api user and secret.
+    pub salt_auth: (String, String),
+    /// Prometheus client.
+    pub prometheus: Prometheus,
+    /// Alertmanager URL.
+    pub alertmanager_url: String,
+    /// Where the assigned versions come from.
+    pub pillar: PillarServer,
+    /// The release every host starts on, per component.
+    pub initial: BTreeMap<String, Release>,
+    /// The origin behind the connectors.
+    pub origin: SocketAddr,
+    procs: Vec<Proc>,
+    minions: BTreeMap<String, Proc>,
+    minion_dirs: BTreeMap<String, PathBuf>,
+}
+
+fn salt_bin(name: &str) -> PathBuf {
+    let cache = std::env::var_os("WARREN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/warren")
+        });
+    cache.join("salt-venv/bin").join(name)
+}
+
+/// Starts `cmd` as the leader of its own process group, so teardown can
+/// kill it with every child it forked.
+fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
+    cmd.process_group(0);
+    Proc::spawn(name, cmd, log)
+}
+
+impl Fleet {
+    /// Brings the whole fleet up with release `v1` on every host, verified
+    /// in Prometheus, and prints how long it took and the memory it uses.
+    pub async fn start(name: &str) -> Self {
+        let started = Instant::now();
+        let work = Workdir::short(name);
+        let net = TestNet::new();
+        let hosts = default_hosts(&net);
+        let repo = workspace();
+        let w = work.path().to_path_buf();
+        let master_ip = net.ip(100);
+        let prometheus_addr = net.addr(101, PROMETHEUS);
+        let alertmanager_addr = net.addr(102, ALERTMANAGER);
+        let origin = net.addr(103, ORIGIN);
+        let pillar_addr = net.addr(100, PILLAR);
+
+        // Certificates and the tunnel, made by the binaries themselves.
+        let pki = w.join("pki");
+        run_ok(
+            Command::new(bin("edge"))
+                .args(["dev-cert", "--san", EDGE_NAME, "--out"])
+                .arg(&pki),
+        );
+        let tunnels = w.join("tunnels.yaml");
+        let token = String::from_utf8(
+            run_ok(
+                Command::new(bin("edge"))
+                    .args(["tunnel", "create", "--hostname", APP_HOST, "--tunnels-file"])
+                    .arg(&tunnels),
+            )
+            .stdout,
+        )
+        .expect("token is text")
+        .trim()
+        .to_string();
+        let tunnels_yaml: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&tunnels).unwrap()).unwrap();
+        let read = |f: &str| std::fs::read_to_string(pki.join(f)).unwrap();
+
+        // Host pillar: everything but the assigned release.
+        let mut top = String::from("base:\n");
+        let edges_quic: Vec<String> = hosts
+            .iter()
+            .filter(|h| h.role == Role::Edge)
+            .map(|h| h.tunnel().to_string())
+            .collect();
+        for h in &hosts {
+            let root = w.join("hosts").join(&h.id);
+            let mut warren = json!({
+                "root": root.join("opt").display().to_string(),
+                "service_manager": "supervisord",
+                "supervisord": {
+                    "conf_file": root.join("supervisord.conf").display().to_string(),
+                    "include_dir": root.join("supervisord.d").display().to_string(),
+                },
+            });
+            match h.role {
+                Role::Edge => {
+                    warren["edge"] = json!({
+                        "config": {
+                            "public_http": h.public().to_string(),
+                            "tunnel_listen": h.tunnel().to_string(),
+                            "admin": h.admin().to_string(),
+                            "location": h.datacenter,
+                            "edge_id": h.id,
+                            "grace_period": "5s",
+                        },
+                        "tls": {"cert_pem": read("edge.pem"), "key_pem": read("edge-key.pem")},
+                        "tunnels": serde_json::to_value(&tunnels_yaml["tunnels"]).unwrap(),
+                    });
+                }
+                Role::Connector => {
+                    warren["connector"] = json!({
+                        "config": {
+                            "edges": edges_quic,
+                            "edge_server_name": EDGE_NAME,
+                            "admin": h.admin().to_string(),
+                            "ha_connections": edges_quic.len(),
+                            "grace_period": "5s",
+                            "ingress": [{"service": format!("http://{origin}")}],
+                        },
+                        "token": token,
+                        "ca_pem": read("ca.pem"),
+                    });
+                }
+            }
+            write(
+                &w.join(format!("pillar/hosts/{}.sls", h.id.replace('-', "_"))),
+                &format!("#!json\n{}", json!({"warren": warren})),
+            );
+            top.push_str(&format!(
+                "  '{}':\n    - hosts.{}\n",
+                h.id,
+                h.id.replace('-', "_")
+            ));
+            std::fs::create_dir_all(root.join("supervisord.d")).unwrap();
+            write(&root.join("supervisord.conf"), &supervisord(&root));
+        }
+        write(&w.join("pillar/top.sls"), &top);
+
+        // Release v1 of each component, as an operator would build it.
+        let mut initial = BTreeMap::new();
+        for component in ["edge", "connector"] {
+            initial.insert(
+                component.to_string(),
+                make_release(&w, component, "v1", &[]),
+            );
+        }
+
+        let pillar = PillarServer::start(pillar_addr).await;
+        for h in &hosts {
+            pillar.assign(&h.id, &initial[h.role.as_str()]);
+        }
+
+        // Salt.
+        let secret = format!("{:08x}{:08x}", random_u32(), random_u32());
+        let salt_conf = w.join("salt/conf");
+        write(
+            &salt_conf.join("master"),
+            &master(
+                &w.join("salt/root"),
+                &repo,
+                master_ip,
+                &format!("http://{pillar_addr}/pillar/%s"),
+                &secret,
+            ),
+        );
+        let mut procs = Vec::new();
+        let mut cmd = Command::new(salt_bin("salt-master"));
+        cmd.arg("-c").arg(&salt_conf).args(["-l", "warning"]);
+        procs.push(spawn("salt-master", cmd, &w.join("salt/master.out")));
+        let mut cmd = Command::new(salt_bin("salt-api"));
+        cmd.arg("-c").arg(&salt_conf).args(["-l", "warning"]);
+        procs.push(spawn("salt-api", cmd, &w.join("salt/api.out")));
+        let mut minions = BTreeMap::new();
+        let mut minion_dirs = BTreeMap::new();
+        for h in &hosts {
+            let dir = w.join("hosts").join(&h.id).join("salt");
+            write(&dir.join("minion"), &minion(&dir, h, master_ip));
+            minions.insert(h.id.clone(), spawn_minion(&h.id, &dir));
+            minion_dirs.insert(h.id.clone(), dir);
+            let host_dir = w.join("hosts").join(&h.id);
+            let mut cmd = Command::new("supervisord");
+            cmd.arg("-c").arg(host_dir.join("supervisord.conf"));
+            procs.push(spawn(
+                &format!("supervisord {}", h.id),
+                cmd,
+                &host_dir.join("supervisord.out"),
+            ));
+        }
+
+        // Prometheus and Alertmanager.
+        let prom_dir = w.join("prometheus");
+        write(
+            &prom_dir.join("targets/edge.json"),
+            &targets(&hosts, Role::Edge),
+        );
+        write(
+            &prom_dir.join("targets/connector.json"),
+            &targets(&hosts, Role::Connector),
+        );
+        write(
+            &prom_dir.join("prometheus.yml"),
+            &prometheus(&prom_dir, &repo, alertmanager_addr, &[]),
+        );
+        let mut cmd = Command::new("prometheus");
+        cmd.arg(format!(
+            "--config.file={}/prometheus.yml",
+            prom_dir.display()
+        ))
+        .arg(format!("--storage.tsdb.path={}/data", prom_dir.display()))
+        .arg(format!("--web.listen-address={prometheus_addr}"))
+        .arg("--web.enable-lifecycle");
+        procs.push(spawn("prometheus", cmd, &prom_dir.join("prometheus.log")));
+        let am_dir = w.join("alertmanager");
+        let webhook = format!("http://{}/v1/alerts/alertmanager", net.addr(100, 9099));
+        write(&am_dir.join("alertmanager.yml"), &alertmanager(&webhook));
+        let mut cmd = Command::new("prometheus-alertmanager");
+        cmd.arg(format!(
+            "--config.file={}/alertmanager.yml",
+            am_dir.display()
+        ))
+        .arg(format!("--storage.path={}/data", am_dir.display()))
+        .arg(format!("--web.listen-address={alertmanager_addr}"))
+        .arg("--cluster.listen-address=")
+        .arg(format!("--web.external-url=http://{alertmanager_addr}"));
+        procs.push(spawn("alertmanager", cmd, &am_dir.join("alertmanager.log")));
+
+        let mut cmd = Command::new(bin("origin"));
+        cmd.arg(origin.to_string());
+        procs.push(spawn("origin", cmd, &w.join("origin.log")));
+
+        let salt_url = format!("http://{master_ip}:{SALT_API}");
+        let salt =
+            SaltApi::new(&salt_url, "warren", SaltSecret(secret.clone())).expect("salt-api client");
+        let fleet = Self {
+            work,
+            net,
+            hosts,
+            salt,
+            salt_url,
+            salt_auth: ("warren".into(), secret),
+            prometheus: Prometheus::new(&format!("http://{prometheus_addr}")),
+            alertmanager_url: format!("http://{alertmanager_addr}"),
+            pillar,
+            initial,
+            origin,
+            procs,
+            minions,
+            minion_dirs,
+        };
+
+        fleet.wait_minions(&fleet.ids(None)).await;
+        let salt_ready = started.elapsed();
+
+        let all = fleet.ids(None);
+        let report = fleet.apply(&all).await;
+        assert!(
+            report.failures().is_empty(),
+            "the first highstate failed: {:#?}",
+            report.failures()
+        );
+        let highstate_done = started.elapsed();
+        fleet
+            .wait_versions("edge", "v1", &fleet.ids(Some(Role::Edge)))
+            .await;
+        fleet
+            .wait_versions("connector", "v1", &fleet.ids(Some(Role::Connector)))
+            .await;
+        eprintln!(
+            "fleet up in {:?} (minions answering after {salt_ready:?}, highstate done after {highstate_done:?}); \
+             {} processes use {} MiB (PSS)",
+            started.elapsed(),
+            fleet.pids().len(),
+            fleet.memory_pss() >> 20
+        );
+        fleet
+    }
+
+    /// Minion ids, of one role or all, sorted.
+    pub fn ids(&self, role: Option<Role>) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|h| role.is_none_or(|r| h.role == r))
+            .map(|h| h.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// A host by id.
+    pub fn host(&self, id: &str) -> &Host {
+        self.hosts
+            .iter()
+            .find(|h| h.id == id)
+            .unwrap_or_else(|| panic!("no host {id}"))
+    }
+
+    /// Waits until every host in `ids` answers `test.ping`.
+    pub async fn wait_minions(&self, ids: &[String]) {
+        let want: BTreeSet<String> = ids.iter().cloned().collect();
+        eventually(
+            "every minion answers test.ping",
+            Duration::from_secs(120),
+            || async {
+                let answered = self.salt.ping("*", Duration::from_secs(2)).await.ok()?;
+                let up: BTreeSet<String> = answered
+                    .into_iter()
+                    .filter(|(_, ok)| *ok)
+                    .map(|(id, _)| id)
+                    .collect();
+                want.is_subset(&up).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// `state.apply` (highstate) on exactly `ids`.
+    pub async fn apply(&self, ids: &[String]) -> ApplyReport {
+        self.salt
+            .apply(ids, None, Duration::from_secs(120))
+            .await
+            .expect("salt-api answers")
+    }
+
+    /// Builds a release with `scripts/release` into the master's file root.
+    pub fn release(&self, component: &str, version: &str, faults: &[&str]) -> Release {
+        make_release(self.work.path(), component, version, faults)
+    }
+
+    /// Waits until Prometheus shows `version` on every host in `ids`.
+    pub async fn wait_versions(&self, component: &str, version: &str, ids: &[String]) {
+        eventually(
+            &format!("{component} {version} on {ids:?} in Prometheus"),
+            Duration::from_secs(60),
+            || async {
+                let seen = self.prometheus.versions(component).await.ok()?;
+                ids.iter()
+                    .all(|id| seen.get(id).is_some_and(|v| v == version))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Stops a minion (the host becomes unreachable for Salt).
+    pub fn stop_minion(&mut self, id: &str) {
+        if let Some(mut p) = self.minions.remove(id) {
+            kill_group(p.pid());
+            p.kill();
+        }
+    }
+
+    /// Starts a stopped minion again.
+    pub fn start_minion(&mut self, id: &str) {
+        let dir = self.minion_dirs[id].clone();
+        self.minions.insert(id.to_string(), spawn_minion(id, &dir));
+    }
+
+    /// A client that sends the fleet's app hostname to an edge.
+    pub fn client_via(&self, edge: &Host) -> reqwest::Client {
+        crate::http::client_for(APP_HOST, edge.public())
+    }
+
+    /// Every pid of the fleet: the processes it started, their descendants,
+    /// and anything running from the fleet's folder (the services that
+    /// supervisord started in process groups of their own).
+    pub fn pids(&self) -> BTreeSet<u32> {
+        let roots: Vec<u32> = self
+            .procs
+            .iter()
+            .chain(self.minions.values())
+            .map(Proc::pid)
+            .collect();
+        fleet_pids(&roots, self.work.path())
+    }
+
+    /// Sum of the proportional set size of every fleet process, in bytes.
+    pub fn memory_pss(&self) -> u64 {
+        self.pids()
+            .into_iter()
+            .filter_map(|pid| {
+                let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+                let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .sum::<u64>()
+            * 1024
+    }
+
+    /// Kills every fleet process by pid and returns the pids it killed.
+    pub fn teardown(&mut self) -> BTreeSet<u32> {
+        let pids = self.pids();
+        for p in self.procs.iter().chain(self.minions.values()) {
+            kill_group(p.pid());
+        }
+        for pid in &pids {
+            signal_quietly(&["-KILL", &pid.to_string()]);
+        }
+        for p in self.procs.iter_mut().chain(self.minions.values_mut()) {
+            p.kill();
+        }
+        // Reap stragglers that a dying parent forked at the last moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let left = self.pids();
+            if left.is_empty() {
+                break;
+            }
+            for pid in left {
+                signal_quietly(&["-KILL", &pid.to_string()]);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pids
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+fn spawn_minion(id: &str, dir: &Path) -> Proc {
+    let mut cmd = Command::new(salt_bin("salt-minion"));
+    cmd.arg("-c").arg(dir).args(["-l", "warning"]);
+    spawn(&format!("salt-minion {id}"), cmd, &dir.join("minion.out"))
+}
+
+fn kill_group(pgid: u32) {
+    signal_quietly(&["-KILL", "--", &format!("-{pgid}")]);
+}
+
+/// Runs `kill ARGS`, ignoring "no such process": the target may be gone.
+fn signal_quietly(args: &[&str]) {
+    let _ = Command::new("kill")
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("run command");
+    assert!(out.status.success(), "{cmd:?} failed: {out:?}");
+    out
+}
+
+/// Runs `scripts/release` with the binaries of this build.
+fn make_release(work: &Path, component: &str, version: &str, faults: &[&str]) -> Release {
+    let out = run_ok(
+        Command::new(workspace().join("scripts/release"))
+            .args([component, version, "--out"])
+            .arg(work.join("files/releases"))
+            .arg("--bin-dir")
+            .arg(profile_dir())
+            .args(faults),
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("release prints JSON");
+    Release {
+        component: component.to_string(),
+        version: version.to_string(),
+        source: format!("salt://releases/{component}/{version}/{component}-{version}.tar.gz"),
+        sha256: info["sha256"].as_str().expect("sha256").to_string(),
+    }
+}
+
+/// Processes descending from `roots`, plus any whose command line names
+/// `dir`.
+pub fn fleet_pids(roots: &[u32], dir: &Path) -> BTreeSet<u32> {
+    let needle = dir.display().to_string();
+    let mut parent: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut found = BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The command name may hold spaces; fields restart after ')'.
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            if fields.first() == Some(&"Z") {
+                continue;
+            }
+            if let Some(ppid) = fields.get(1).and_then(|p| p.parse().ok()) {
+                parent.insert(pid, ppid);
+            }
+        }
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(&needle)
+        {
+            found.insert(pid);
+        }
+    }
+    let alive: BTreeSet<u32> = parent.keys().copied().collect();
+    found.extend(roots.iter().filter(|p| alive.contains(p)));
+    loop {
+        let before = found.len();
+        for (pid, ppid) in &parent {
+            if found.contains(ppid) {
+                found.insert(*pid);
+            }
+        }
+        if found.len() == before {
+            break;
+        }
+    }
+    found
+}
