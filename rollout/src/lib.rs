@@ -3,6 +3,9 @@
 //! back by itself.
 #![warn(missing_docs)]
 
+pub mod cli;
+pub mod controller;
+pub mod grafana;
 pub mod prometheus;
 pub mod salt;
 pub mod tls;

@@ -243,6 +243,32 @@ impl SaltApi {
             .collect())
     }
 
+    /// `test.ping` on exactly `ids`: which answered.
+    pub async fn ping_list(
+        &self,
+        ids: &[String],
+        timeout: Duration,
+    ) -> Result<BTreeMap<String, bool>, SaltError> {
+        let ret = self
+            .call(
+                json!({"client": "local", "tgt": ids.join(","), "tgt_type": "list", "fun": "test.ping", "timeout": timeout.as_secs().max(1)}),
+                timeout,
+            )
+            .await?;
+        let map = ret
+            .as_object()
+            .ok_or_else(|| SaltError::BadResponse(format!("test.ping returned {ret}")))?;
+        Ok(ids
+            .iter()
+            .map(|id| {
+                (
+                    id.clone(),
+                    map.get(id).and_then(Value::as_bool) == Some(true),
+                )
+            })
+            .collect())
+    }
+
     /// The `datacenter`, `cohort` and `role` grains of every minion matching
     /// a compound target, as the master's cache knows them (answers even
     /// for minions that are down, so they can be flagged unreachable).

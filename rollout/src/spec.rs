@@ -138,7 +138,7 @@ pub struct GateFile {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackFile {
-    /// Alert selectors such as `{alertname="EdgeVersionErrorRatioHigh", component="edge"}`.
+    /// Alert selectors such as `{alertname="EdgeReleaseErrorRatioHigh", component="edge"}`.
     #[serde(default)]
     pub alerts: Vec<String>,
 }
@@ -1432,7 +1432,7 @@ cohorts:
     #[test]
     fn alert_selectors() {
         let s = AlertSelector::parse(
-            r#"{alertname="EdgeVersionErrorRatioHigh", component="edge", severity!="info", dc=~"ams|fra", v!~"v1.*"}"#,
+            r#"{alertname="EdgeReleaseErrorRatioHigh", component="edge", severity!="info", dc=~"ams|fra", v!~"v1.*"}"#,
         )
         .unwrap();
         let labels = |pairs: &[(&str, &str)]| {
@@ -1442,7 +1442,7 @@ cohorts:
                 .collect::<std::collections::BTreeMap<_, _>>()
         };
         let base = [
-            ("alertname", "EdgeVersionErrorRatioHigh"),
+            ("alertname", "EdgeReleaseErrorRatioHigh"),
             ("component", "edge"),
             ("dc", "ams"),
             ("v", "v2"),

@@ -1,0 +1,188 @@
+//! The `rollout` command line: where the outside systems are (flags, their
+//! environment variables, or one config file with the same keys), and the
+//! commands.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::controller::Controller;
+use crate::prometheus::Prometheus;
+use crate::salt::{SaltApi, SaltSecret};
+
+/// Warren rollout controller: stages a version of `edge` or `connector`
+/// across data-center cohorts through Salt, gated on Prometheus.
+#[derive(Debug, Parser)]
+#[command(name = "rollout", version, propagate_version = true)]
+pub struct Cli {
+    /// Where the outside systems are.
+    #[command(flatten)]
+    pub connect: Connect,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Connection settings. Each flag has an environment variable; a config
+/// file (`--config`) may hold the same keys (`salt_api`, `prometheus`, ...).
+/// Secrets come from the environment or a file, never from a plain flag.
+#[derive(Debug, Args, Default)]
+pub struct Connect {
+    /// YAML file with any of these settings.
+    #[arg(long, env = "ROLLOUT_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// salt-api base URL, e.g. http://salt-master:8000.
+    #[arg(long, env = "SALT_API_URL", global = true, value_name = "URL")]
+    pub salt_api: Option<String>,
+    /// salt-api user (sharedsecret eauth).
+    #[arg(long, env = "SALT_API_USER", global = true, value_name = "USER")]
+    pub salt_api_user: Option<String>,
+    /// File holding the salt-api secret (else SALT_API_SECRET).
+    #[arg(long, env = "SALT_API_SECRET_FILE", global = true, value_name = "FILE")]
+    pub salt_api_secret_file: Option<PathBuf>,
+    /// Prometheus base URL, e.g. http://prometheus:9090.
+    #[arg(long, env = "PROMETHEUS_URL", global = true, value_name = "URL")]
+    pub prometheus: Option<String>,
+    /// Alertmanager base URL (polled for firing alerts during a rollout).
+    #[arg(long, env = "ALERTMANAGER_URL", global = true, value_name = "URL")]
+    pub alertmanager: Option<String>,
+    /// Grafana base URL (annotations; dashboards for panel gates).
+    #[arg(long, env = "GRAFANA_URL", global = true, value_name = "URL")]
+    pub grafana: Option<String>,
+    /// File holding a Grafana service-account token.
+    #[arg(long, env = "GRAFANA_TOKEN_FILE", global = true, value_name = "FILE")]
+    pub grafana_token_file: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://... [default: a SQLite file in the user's data folder]
+    #[arg(long, env = "ROLLOUT_DATABASE", global = true, value_name = "URL")]
+    pub database: Option<String>,
+    /// Folder of Grafana dashboards for panel gates. [default: grafana/dashboards]
+    #[arg(long, env = "WARREN_DASHBOARDS", global = true, value_name = "DIR")]
+    pub dashboards: Option<PathBuf>,
+}
+
+/// The config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    salt_api: Option<String>,
+    salt_api_user: Option<String>,
+    salt_api_secret_file: Option<PathBuf>,
+    prometheus: Option<String>,
+    alertmanager: Option<String>,
+    grafana: Option<String>,
+    grafana_token_file: Option<PathBuf>,
+    database: Option<String>,
+    dashboards: Option<PathBuf>,
+}
+
+/// How plans and statuses are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Output {
+    /// For people.
+    #[default]
+    Table,
+    /// For programs.
+    Json,
+}
+
+/// `rollout` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a spec and report every problem with its field's path.
+    Validate {
+        /// The rollout spec (YAML).
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        spec: PathBuf,
+    },
+    /// Show what a rollout would do: stages, batches and hosts in a stable
+    /// order, hosts skipped (already on the version) or unreachable, every
+    /// gate evaluated once, and an estimate. Exits 2 when the plan cannot be
+    /// executed as written.
+    Plan {
+        /// The rollout spec (YAML).
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        spec: PathBuf,
+        /// Also write the plan (with the inventory it saw) to this file.
+        #[arg(short = 'o', long = "out", value_name = "PLAN.json")]
+        out: Option<PathBuf>,
+        /// Print a table or JSON.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// A setting that is missing or wrong; never contains a secret.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Connect {
+    fn merged(mut self) -> Result<Self, ConfigError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        let f: ConfigFile = serde_yaml::from_str(&text)
+            .map_err(|e| ConfigError(format!("config file {} is invalid: {e}", path.display())))?;
+        self.salt_api = self.salt_api.or(f.salt_api);
+        self.salt_api_user = self.salt_api_user.or(f.salt_api_user);
+        self.salt_api_secret_file = self.salt_api_secret_file.or(f.salt_api_secret_file);
+        self.prometheus = self.prometheus.or(f.prometheus);
+        self.alertmanager = self.alertmanager.or(f.alertmanager);
+        self.grafana = self.grafana.or(f.grafana);
+        self.grafana_token_file = self.grafana_token_file.or(f.grafana_token_file);
+        self.database = self.database.or(f.database);
+        self.dashboards = self.dashboards.or(f.dashboards);
+        Ok(self)
+    }
+
+    /// The controller, or a message naming what is missing.
+    pub fn controller(self) -> Result<Controller, ConfigError> {
+        let c = self.merged()?;
+        let missing = |flag: &str, env: &str| {
+            ConfigError(format!(
+                "{flag} is required: pass it, set {env}, or put it in --config"
+            ))
+        };
+        let salt_url = c
+            .salt_api
+            .ok_or_else(|| missing("--salt-api", "SALT_API_URL"))?;
+        let user = c
+            .salt_api_user
+            .ok_or_else(|| missing("--salt-api-user", "SALT_API_USER"))?;
+        let secret = read_secret(c.salt_api_secret_file.as_deref())?;
+        let prometheus = c
+            .prometheus
+            .ok_or_else(|| missing("--prometheus", "PROMETHEUS_URL"))?;
+        let salt =
+            SaltApi::new(&salt_url, &user, secret).map_err(|e| ConfigError(e.to_string()))?;
+        Ok(Controller {
+            salt,
+            prometheus: Prometheus::new(&prometheus),
+            dashboards: c.dashboards.unwrap_or_else(crate::grafana::default_dir),
+        })
+    }
+}
+
+fn read_secret(file: Option<&Path>) -> Result<SaltSecret, ConfigError> {
+    match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|s| SaltSecret(s.trim().to_string()))
+            .map_err(|e| {
+                ConfigError(format!(
+                    "cannot read salt-api secret file {}: {e}",
+                    path.display()
+                ))
+            }),
+        None => std::env::var("SALT_API_SECRET")
+            .map(SaltSecret)
+            .map_err(|_| {
+                ConfigError(
+                    "no salt-api secret: set SALT_API_SECRET or pass --salt-api-secret-file FILE"
+                        .into(),
+                )
+            }),
+    }
+}

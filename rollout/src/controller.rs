@@ -1,0 +1,150 @@
+//! The controller's view of the fleet: the inventory from Salt (minions and
+//! grains) and Prometheus (`*_build_info`), and plans made from it with every
+//! gate evaluated once, so a broken query fails the plan, not the rollout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::gate::Measurement;
+use crate::grafana;
+use crate::inventory::{Host, Inventory};
+use crate::plan::{GateCheck, Plan};
+use crate::prometheus::Prometheus;
+use crate::salt::SaltApi;
+use crate::spec::{Condition, Gate, GateSource, Spec};
+
+/// How long a minion has to answer `test.ping` when the inventory is taken.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why the fleet could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// Salt failed.
+    #[error(transparent)]
+    Salt(#[from] crate::salt::SaltError),
+    /// Prometheus failed.
+    #[error("reading versions from Prometheus: {0}")]
+    Prometheus(#[from] crate::prometheus::PromError),
+    /// The inventory is inconsistent.
+    #[error(transparent)]
+    Inventory(#[from] crate::inventory::InventoryError),
+}
+
+/// The outside systems the controller talks to.
+pub struct Controller {
+    /// salt-api.
+    pub salt: SaltApi,
+    /// Prometheus.
+    pub prometheus: Prometheus,
+    /// Where dashboards for panel gates are read.
+    pub dashboards: PathBuf,
+}
+
+impl Controller {
+    /// The hosts every cohort targets (from the master's grains cache, so a
+    /// stopped minion is still listed), whether each answers, and the
+    /// version each runs according to Prometheus.
+    pub async fn inventory(
+        &self,
+        spec: &Spec,
+    ) -> Result<(Inventory, BTreeMap<String, Vec<String>>), ControllerError> {
+        let mut matches = BTreeMap::new();
+        let mut grains = BTreeMap::new();
+        for cohort in &spec.cohorts {
+            let found = self.salt.grains(&cohort.target).await?;
+            matches.insert(
+                cohort.name.clone(),
+                found.keys().cloned().collect::<Vec<_>>(),
+            );
+            grains.extend(found);
+        }
+        let ids: Vec<String> = grains.keys().cloned().collect();
+        let answered: BTreeSet<String> = if ids.is_empty() {
+            BTreeSet::new()
+        } else {
+            self.salt
+                .ping_list(&ids, PING_TIMEOUT)
+                .await?
+                .into_iter()
+                .filter(|(_, up)| *up)
+                .map(|(id, _)| id)
+                .collect()
+        };
+        let versions = self.prometheus.versions(spec.component.as_str()).await?;
+        let hosts = grains
+            .into_iter()
+            .map(|(id, g)| Host {
+                version: versions.get(&id).cloned(),
+                reachable: answered.contains(&id),
+                datacenter: g.datacenter,
+                cohort: g.cohort,
+                role: g.role,
+                id,
+            })
+            .collect();
+        Ok((Inventory::new(hosts)?, matches))
+    }
+
+    /// The plan for `spec` on the fleet as it is now, gates evaluated once.
+    pub async fn plan(&self, spec: &Spec) -> Result<Plan, ControllerError> {
+        let (inventory, matches) = self.inventory(spec).await?;
+        let mut plan = Plan::build(spec, &inventory, &matches);
+        for gate in &spec.gates {
+            let check = match self.resolve(gate) {
+                Ok((query, condition)) => {
+                    let m = self.measure(&query, &condition).await;
+                    GateCheck::from_measurement(&gate.name, &query, &condition, &m)
+                }
+                Err(e) => GateCheck {
+                    name: gate.name.clone(),
+                    query: String::new(),
+                    value: None,
+                    would_pass: None,
+                    error: Some(e),
+                },
+            };
+            plan.record_gate(check);
+        }
+        Ok(plan)
+    }
+
+    /// A gate's query and condition (a panel gate's from its dashboard).
+    pub fn resolve(&self, gate: &Gate) -> Result<(String, Condition), String> {
+        match &gate.source {
+            GateSource::Query { query, condition } => Ok((query.clone(), *condition)),
+            GateSource::Grafana {
+                dashboard,
+                panel,
+                condition,
+            } => {
+                let p = grafana::panel_gate(&self.dashboards, dashboard, panel)
+                    .map_err(|e| e.to_string())?;
+                Ok((p.query, condition.unwrap_or(p.condition)))
+            }
+        }
+    }
+
+    /// One measurement: the sample that breaks the condition if any does,
+    /// else the first; NaN (0/0, no traffic) and an empty result are no data.
+    pub async fn measure(&self, query: &str, condition: &Condition) -> Measurement {
+        match self.prometheus.query(query).await {
+            Err(e) => Measurement::QueryError(e.to_string()),
+            Ok(samples) => {
+                let values: Vec<f64> = samples
+                    .iter()
+                    .map(|s| s.value)
+                    .filter(|v| !v.is_nan())
+                    .collect();
+                match values
+                    .iter()
+                    .find(|v| !condition.holds(**v))
+                    .or(values.first())
+                {
+                    Some(v) => Measurement::Value(*v),
+                    None => Measurement::NoData,
+                }
+            }
+        }
+    }
+}
