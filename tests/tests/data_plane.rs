@@ -256,6 +256,27 @@ async fn unknown_host_gets_404_and_a_tunnel_without_connector_gets_502() {
         let body = resp.text().await.unwrap();
         assert!(body.contains("no connector"), "{body}");
     }
+
+    // A tunnel created while the edge runs is picked up without a restart.
+    let late = "late.test";
+    let client = tests::http::client_for(late, edge.public);
+    let url = format!("http://{late}:{}/", edge.public.port());
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 404);
+    pki.create_tunnel(&[late], &work.join("late-token"));
+    eventually(
+        "the new tunnel is routed",
+        Duration::from_secs(10),
+        || async {
+            let status = client.get(&url).send().await.ok()?.status();
+            (status == 502).then_some(())
+        },
+    )
+    .await;
+    let pid = edge.proc.pid();
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "same process"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
