@@ -110,6 +110,45 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Apply a plan file (refused when the fleet changed since it was made),
+    /// or plan a spec and apply it. Prints one line per event. Exits 0 when
+    /// the rollout succeeded, 2 when it rolled back, 3 when a gate paused it,
+    /// 4 when its rollback failed.
+    Apply {
+        /// A plan written by `rollout plan -o`.
+        #[arg(
+            value_name = "PLAN.json",
+            required_unless_present = "spec",
+            conflicts_with = "spec"
+        )]
+        plan: Option<PathBuf>,
+        /// Plan this spec now and apply it.
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        spec: Option<PathBuf>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Show a rollout (the newest without ID).
+    Status {
+        /// Rollout id.
+        id: Option<String>,
+        /// Print a table or JSON.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// List rollouts, or show every step of one.
+    History {
+        /// Rollout id.
+        id: Option<String>,
+    },
+    /// Serve the controller's HTTP API: Salt pillar of assigned releases,
+    /// rollout status, metrics.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9099", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 /// A setting that is missing or wrong; never contains a secret.
@@ -136,6 +175,17 @@ impl Connect {
         self.database = self.database.or(f.database);
         self.dashboards = self.dashboards.or(f.dashboards);
         Ok(self)
+    }
+
+    /// The database URL: the flag, the file, or the default SQLite file.
+    pub fn database(&self) -> Result<String, ConfigError> {
+        let merged = Connect {
+            config: self.config.clone(),
+            database: self.database.clone(),
+            ..Default::default()
+        }
+        .merged()?;
+        Ok(merged.database.unwrap_or_else(crate::store::default_url))
     }
 
     /// The controller, or a message naming what is missing.

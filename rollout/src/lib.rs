@@ -5,9 +5,11 @@
 
 pub mod cli;
 pub mod controller;
+pub mod engine;
 pub mod grafana;
 pub mod prometheus;
 pub mod salt;
+pub mod serve;
 pub mod tls;
 
 pub mod gate;

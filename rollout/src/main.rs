@@ -1,18 +1,33 @@
 //! `rollout`: parse, build, run the command.
 
+use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use rollout::cli::{Cli, Command, Output};
+use rollout::engine::Engine;
+use rollout::plan::Plan;
 use rollout::spec::{Spec, SpecError};
+use rollout::store::{RolloutId, Store};
+use serde_json::json;
 
-/// Exit codes beyond success and failure.
+/// The plan is not executable as written.
 const EXIT_NOT_EXECUTABLE: u8 = 2;
+/// The spec is invalid (EX_DATAERR).
 const EXIT_INVALID_SPEC: u8 = 65;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     daemon::logging::init(daemon::logging::LogFormat::Text, "ROLLOUT_LOG");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, &format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate { spec } => match load_spec(&spec) {
             Ok(s) => {
@@ -37,16 +52,12 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(daemon::EXIT_CONFIG as u8, &e.to_string()),
             };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => return fail(1, &format!("cannot start the async runtime: {e}")),
-            };
-            let plan = match runtime.block_on(controller.plan(&s)) {
+            let plan = match controller.plan(&s).await {
                 Ok(p) => p,
                 Err(e) => return fail(1, &format!("cannot plan: {e}")),
             };
             if let Some(path) = out
-                && let Err(e) = std::fs::write(&path, plan.to_json())
+                && let Err(e) = std::fs::write(&path, plan_file(&s, &plan))
             {
                 return fail(1, &format!("cannot write {}: {e}", path.display()));
             }
@@ -64,10 +75,225 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_NOT_EXECUTABLE)
             }
         }
+        Command::Apply { plan, spec, yes } => {
+            let database = match cli.connect.database() {
+                Ok(d) => d,
+                Err(e) => return fail(daemon::EXIT_CONFIG as u8, &e.to_string()),
+            };
+            let controller = match cli.connect.controller() {
+                Ok(c) => c,
+                Err(e) => return fail(daemon::EXIT_CONFIG as u8, &e.to_string()),
+            };
+            let (s, p) = match (plan, spec) {
+                (Some(file), _) => match read_plan_file(&file) {
+                    Ok(sp) => sp,
+                    Err(e) => return fail(EXIT_INVALID_SPEC, &e),
+                },
+                (None, Some(file)) => {
+                    let s = match load_spec(&file) {
+                        Ok(s) => s,
+                        Err(code) => return code,
+                    };
+                    match controller.plan(&s).await {
+                        Ok(p) => (s, p),
+                        Err(e) => return fail(1, &format!("cannot plan: {e}")),
+                    }
+                }
+                (None, None) => return fail(daemon::EXIT_USAGE as u8, "give PLAN.json or -f SPEC"),
+            };
+            print!("{}", p.render_table());
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    return fail(
+                        daemon::EXIT_USAGE as u8,
+                        "not a terminal: pass --yes to apply without confirmation",
+                    );
+                }
+                eprint!("apply this plan? [y/N] ");
+                let mut answer = String::new();
+                if std::io::stdin().read_line(&mut answer).is_err()
+                    || !matches!(answer.trim(), "y" | "Y" | "yes")
+                {
+                    return fail(1, "not applied");
+                }
+            }
+            let store = match Store::connect(&database).await {
+                Ok(st) => st,
+                Err(e) => return fail(1, &format!("cannot open the store: {e}")),
+            };
+            let say = |line: &str| {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or_default();
+                println!("[{t:.1}] {line}");
+            };
+            let engine = Engine {
+                controller: &controller,
+                store: &store,
+                progress: &say,
+            };
+            let id = match engine.start(&s, &p).await {
+                Ok(id) => id,
+                Err(e) => return fail(1, &format!("not started: {e}")),
+            };
+            say(&format!(
+                "rollout {id} started: {} {}",
+                s.component, s.version
+            ));
+            match engine.run(&id).await {
+                Ok(outcome) => {
+                    if let rollout::engine::Outcome::RolledBack(reason)
+                    | rollout::engine::Outcome::Failed(reason) = &outcome
+                    {
+                        eprintln!("rollout: {id}: {reason}");
+                    }
+                    ExitCode::from(outcome.exit_code())
+                }
+                Err(e) => fail(
+                    1,
+                    &format!("rollout {id} stopped: {e}; run `rollout apply` again to resume"),
+                ),
+            }
+        }
+        Command::Status { id, output } => {
+            let store = match open_store(&cli.connect).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let id = match pick(&store, id).await {
+                Ok(id) => id,
+                Err(code) => return code,
+            };
+            match store.get(&id).await {
+                Ok(rec) => {
+                    let done = store.batches_done(&id).await.unwrap_or_default();
+                    match output {
+                        Output::Json => println!(
+                            "{}",
+                            json!({"rollout": rec.summary, "batches_done": done.len(), "batches": rec.plan.batch_count()})
+                        ),
+                        Output::Table => println!(
+                            "{}  {} {}  {}  {}/{} batches done",
+                            rec.summary.id,
+                            rec.summary.component,
+                            rec.summary.version,
+                            rec.summary.state,
+                            done.len(),
+                            rec.plan.batch_count()
+                        ),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, &e.to_string()),
+            }
+        }
+        Command::History { id } => {
+            let store = match open_store(&cli.connect).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match id {
+                None => match store.list().await {
+                    Ok(all) => {
+                        for r in all {
+                            println!("{}  {} {}  {}", r.id, r.component, r.version, r.state);
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(1, &e.to_string()),
+                },
+                Some(id) => match store.history(&RolloutId(id)).await {
+                    Ok(steps) => {
+                        for s in steps {
+                            println!(
+                                "{:>4}  {}  {:<16} {:<14} {}",
+                                s.seq,
+                                s.at,
+                                s.event.kind,
+                                s.event.host.as_deref().unwrap_or("-"),
+                                s.event.detail
+                            );
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(1, &e.to_string()),
+                },
+            }
+        }
+        Command::Serve { listen } => {
+            let store = match open_store(&cli.connect).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let listener = match tokio::net::TcpListener::bind(listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    return fail(
+                        daemon::EXIT_CONFIG as u8,
+                        &format!("cannot listen on {listen}: {e}"),
+                    );
+                }
+            };
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                let signal = daemon::signal::shutdown().await;
+                tracing::info!(signal, "stopping");
+                stop.cancel();
+            });
+            tracing::info!(%listen, "rollout controller API listening");
+            match rollout::serve::serve(listener, store, cancel).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, &format!("serve failed: {e}")),
+            }
+        }
     }
 }
 
-fn load_spec(path: &std::path::Path) -> Result<Spec, ExitCode> {
+async fn open_store(connect: &rollout::cli::Connect) -> Result<Store, ExitCode> {
+    let url = connect
+        .database()
+        .map_err(|e| fail(daemon::EXIT_CONFIG as u8, &e.to_string()))?;
+    Store::connect(&url)
+        .await
+        .map_err(|e| fail(1, &format!("cannot open the store: {e}")))
+}
+
+async fn pick(store: &Store, id: Option<String>) -> Result<RolloutId, ExitCode> {
+    match id {
+        Some(id) => Ok(RolloutId(id)),
+        None => match store.list().await {
+            Ok(all) => all
+                .into_iter()
+                .max_by_key(|r| r.created_at)
+                .map(|r| r.id)
+                .ok_or_else(|| fail(1, "no rollout yet")),
+            Err(e) => Err(fail(1, &e.to_string())),
+        },
+    }
+}
+
+/// `PLAN.json`: the spec as written and the plan, so `apply` needs nothing else.
+fn plan_file(spec: &Spec, plan: &Plan) -> String {
+    let spec: serde_json::Value = serde_json::from_str(&spec.to_json()).unwrap_or_default();
+    let plan: serde_json::Value = serde_json::from_str(&plan.to_json()).unwrap_or_default();
+    serde_json::to_string_pretty(&json!({"spec": spec, "plan": plan})).unwrap_or_default()
+}
+
+fn read_plan_file(path: &Path) -> Result<(Spec, Plan), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a plan file: {e}", path.display()))?;
+    let spec = Spec::from_json(&v["spec"].to_string())
+        .map_err(|e| format!("{}: spec: {e}", path.display()))?;
+    let plan = Plan::from_json(&v["plan"].to_string())
+        .map_err(|e| format!("{}: plan: {e}", path.display()))?;
+    Ok((spec, plan))
+}
+
+fn load_spec(path: &Path) -> Result<Spec, ExitCode> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         fail(
             daemon::EXIT_CONFIG as u8,

@@ -64,7 +64,7 @@ async fn salt_states_install_switch_and_protect_releases_on_a_real_fleet() {
     let v2 = fleet.release("edge", "v2", &[]);
     let two = vec!["edge-ams-2".to_string(), "edge-fra-1".to_string()];
     for h in &two {
-        fleet.pillar.assign(h, &v2);
+        fleet.assign(h, &v2).await;
     }
     let report = fleet.apply(&two).await;
     assert_eq!(report.hosts.keys().cloned().collect::<Vec<_>>(), two);
@@ -92,7 +92,7 @@ async fn salt_states_install_switch_and_protect_releases_on_a_real_fleet() {
     // comment that says why, and the previous release keeps serving.
     let mut v3 = fleet.release("edge", "v3", &[]);
     v3.sha256 = "0".repeat(64);
-    fleet.pillar.assign("edge-sin-1", &v3);
+    fleet.assign("edge-sin-1", &v3).await;
     let report = fleet.apply(&["edge-sin-1".to_string()]).await;
     let text = failure_text(&report.hosts["edge-sin-1"]).to_lowercase();
     assert!(
@@ -105,7 +105,7 @@ async fn salt_states_install_switch_and_protect_releases_on_a_real_fleet() {
     // A release that never becomes ready fails the state run, and the host
     // goes back to serving its previous release.
     let v4 = fleet.release("edge", "v4", &["--fault-never-ready"]);
-    fleet.pillar.assign("edge-sin-2", &v4);
+    fleet.assign("edge-sin-2", &v4).await;
     let report = fleet.apply(&["edge-sin-2".to_string()]).await;
     let text = failure_text(&report.hosts["edge-sin-2"]);
     assert!(text.to_lowercase().contains("ready"), "{text}");
@@ -115,12 +115,12 @@ async fn salt_states_install_switch_and_protect_releases_on_a_real_fleet() {
 
     // Put the two failed hosts back on v1 for what follows.
     let v1 = fleet.initial["edge"].clone();
-    fleet.pillar.assign("edge-sin-1", &v1);
-    fleet.pillar.assign("edge-sin-2", &v1);
+    fleet.assign("edge-sin-1", &v1).await;
+    fleet.assign("edge-sin-2", &v1).await;
 
     // With the source of assignments down, a highstate keeps every host on
     // the release it runs: nothing fails, nothing reverts.
-    fleet.pillar.set_down(true);
+    fleet.stop_controller();
     let report = fleet.apply(&all).await;
     assert!(report.failures().is_empty(), "{report:#?}");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -129,7 +129,7 @@ async fn salt_states_install_switch_and_protect_releases_on_a_real_fleet() {
         let want = if two.contains(id) { "v2" } else { "v1" };
         assert_eq!(seen[id], want, "{id} with the controller down");
     }
-    fleet.pillar.set_down(false);
+    fleet.start_controller().await;
     hello_through_every_edge(&fleet).await;
 
     // Teardown leaves no process of the fleet, checked by pid.

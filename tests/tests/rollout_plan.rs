@@ -88,7 +88,7 @@ async fn plan_lists_cohorts_in_order_skips_hosts_on_target_and_flags_a_stopped_m
     let mut fleet = Fleet::start("rollout-plan").await;
     // One host already runs the target version: the plan must skip it.
     let v2 = fleet.release("edge", "v2", &[]);
-    fleet.pillar.assign("edge-fra-2", &v2);
+    fleet.assign("edge-fra-2", &v2).await;
     let report = fleet.apply(&["edge-fra-2".to_string()]).await;
     assert!(report.failures().is_empty(), "{report:#?}");
     fleet
@@ -126,10 +126,12 @@ async fn plan_lists_cohorts_in_order_skips_hosts_on_target_and_flags_a_stopped_m
             .unwrap()
             .contains("edge_requests_total")
     );
-    // The file holds the same plan, with the inventory it saw.
+    // The file holds the same plan, with the inventory it saw, and the spec
+    // (so `apply PLAN.json` needs nothing else).
     let file: Value = serde_json::from_str(&std::fs::read_to_string(&plan_path).unwrap()).unwrap();
-    assert_eq!(file, p);
-    assert_eq!(file["inventory"].as_array().map(Vec::len), Some(6));
+    assert_eq!(file["plan"], p);
+    assert_eq!(file["plan"]["inventory"].as_array().map(Vec::len), Some(6));
+    assert_eq!(file["spec"]["version"], "v2");
 
     // Stable: the same fleet gives the same plan.
     let again: Value =

@@ -74,6 +74,17 @@ pub enum StoreError {
     },
 }
 
+/// A release as assigned to a host: what the Salt states install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// Version.
+    pub version: String,
+    /// Artifact URL (`salt://...`, `http(s)://...`).
+    pub source: String,
+    /// SHA-256 of the artifact.
+    pub sha256: String,
+}
+
 /// A rollout's id, like `r-1764210000000-9f86d081`: creation time and randomness,
 /// generated here so no backend-specific sequence is needed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -521,22 +532,25 @@ impl Store {
             .collect()
     }
 
-    /// Assigns a version of a component to a host (the Salt pillar's source).
+    /// Assigns a release of a component to a host (the Salt pillar's source).
     pub async fn assign(
         &self,
         host: &str,
         component: Component,
-        version: &str,
+        release: &Release,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO assignments (host, component, version, updated_at)
-             VALUES ($1, $2, $3, $4)
+            "INSERT INTO assignments (host, component, version, source, sha256, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (host, component)
-             DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
+             DO UPDATE SET version = excluded.version, source = excluded.source,
+                 sha256 = excluded.sha256, updated_at = excluded.updated_at",
         )
         .bind(host)
         .bind(component.as_str())
-        .bind(version)
+        .bind(&release.version)
+        .bind(&release.source)
+        .bind(&release.sha256)
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
@@ -554,19 +568,25 @@ impl Store {
         Ok(())
     }
 
-    /// The versions assigned to a host, by component.
+    /// The releases assigned to a host, by component.
     pub async fn assignments_for(
         &self,
         host: &str,
-    ) -> Result<BTreeMap<Component, String>, StoreError> {
-        let rows = sqlx::query("SELECT component, version FROM assignments WHERE host = $1")
-            .bind(host)
-            .fetch_all(&self.pool)
-            .await?;
+    ) -> Result<BTreeMap<Component, Release>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT component, version, source, sha256 FROM assignments WHERE host = $1",
+        )
+        .bind(host)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let component: String = r.try_get("component")?;
-                let version: String = r.try_get("version")?;
+                let version = Release {
+                    version: r.try_get("version")?,
+                    source: r.try_get("source")?,
+                    sha256: r.try_get("sha256")?,
+                };
                 let component = component.parse().map_err(|reason| StoreError::Corrupt {
                     what: "assignment component",
                     reason,

@@ -337,30 +337,44 @@ async fn finished_batches_are_remembered(url: String) {
 }
 
 async fn assignments_are_upserted(url: String) {
+    let rel = |v: &str| Release {
+        version: v.to_string(),
+        source: format!("salt://releases/x/{v}.tar.gz"),
+        sha256: "ab".repeat(32),
+    };
     let store = Store::connect(&url).await.unwrap();
     assert!(store.assignments_for("h1").await.unwrap().is_empty());
-    store.assign("h1", Component::Edge, "v2").await.unwrap();
     store
-        .assign("h1", Component::Connector, "v7")
+        .assign("h1", Component::Edge, &rel("v2"))
         .await
         .unwrap();
-    store.assign("h2", Component::Edge, "v1").await.unwrap();
-    store.assign("h1", Component::Edge, "v3").await.unwrap();
+    store
+        .assign("h1", Component::Connector, &rel("v7"))
+        .await
+        .unwrap();
+    store
+        .assign("h2", Component::Edge, &rel("v1"))
+        .await
+        .unwrap();
+    store
+        .assign("h1", Component::Edge, &rel("v3"))
+        .await
+        .unwrap();
     assert_eq!(
         store.assignments_for("h1").await.unwrap(),
         BTreeMap::from([
-            (Component::Edge, "v3".to_string()),
-            (Component::Connector, "v7".to_string())
+            (Component::Edge, rel("v3")),
+            (Component::Connector, rel("v7"))
         ])
     );
     store.unassign("h1", Component::Connector).await.unwrap();
     assert_eq!(
         store.assignments_for("h1").await.unwrap(),
-        BTreeMap::from([(Component::Edge, "v3".to_string())])
+        BTreeMap::from([(Component::Edge, rel("v3"))])
     );
     assert_eq!(
         store.assignments_for("h2").await.unwrap(),
-        BTreeMap::from([(Component::Edge, "v1".to_string())])
+        BTreeMap::from([(Component::Edge, rel("v1"))])
     );
 }
 

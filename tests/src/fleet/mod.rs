@@ -27,7 +27,7 @@ use crate::net::{TestNet, random_u32};
 use crate::proc::{Proc, eventually};
 use crate::workdir::Workdir;
 use config::*;
-pub use pillar::{PillarServer, Release};
+pub use pillar::Release;
 
 /// The name in the edges' certificate.
 pub const EDGE_NAME: &str = "edge.warren.test";
@@ -120,6 +120,15 @@ pub fn default_hosts(net: &TestNet) -> Vec<Host> {
     hosts
 }
 
+/// Background requests through every edge; stopped when dropped.
+pub struct Traffic(tokio::task::JoinHandle<()>);
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The running fleet.
 pub struct Fleet {
     /// Scratch folder (short path: Salt's unix sockets live inside).
@@ -138,13 +147,18 @@ pub struct Fleet {
     pub prometheus: Prometheus,
     /// Alertmanager URL.
     pub alertmanager_url: String,
-    /// Where the assigned versions come from.
-    pub pillar: PillarServer,
+    /// The controller's store: where the assigned versions come from.
+    pub store: rollout::store::Store,
+    /// Its URL (`sqlite://...`), for `rollout` commands.
+    pub database: String,
+    /// The controller's API (pillar, status), served by `rollout serve`.
+    pub controller: SocketAddr,
     /// The release every host starts on, per component.
     pub initial: BTreeMap<String, Release>,
     /// The origin behind the connectors.
     pub origin: SocketAddr,
     procs: Vec<Proc>,
+    controller_proc: Option<Proc>,
     minions: BTreeMap<String, Proc>,
     minion_dirs: BTreeMap<String, PathBuf>,
 }
@@ -274,9 +288,17 @@ impl Fleet {
             );
         }
 
-        let pillar = PillarServer::start(pillar_addr).await;
+        // The controller's store, seeded with what every host starts on.
+        let database = format!("sqlite://{}/rollout.db?mode=rwc", w.display());
+        let store = rollout::store::Store::connect(&database)
+            .await
+            .expect("open the controller store");
         for h in &hosts {
-            pillar.assign(&h.id, &initial[h.role.as_str()]);
+            let r = &initial[h.role.as_str()];
+            store
+                .assign(&h.id, r.component(), &r.stored())
+                .await
+                .expect("seed assignment");
         }
 
         // Salt.
@@ -356,6 +378,7 @@ impl Fleet {
         let mut cmd = Command::new(bin("origin"));
         cmd.arg(origin.to_string());
         procs.push(spawn("origin", cmd, &w.join("origin.log")));
+        let controller = spawn_controller(&w, &database, pillar_addr);
 
         let salt_url = format!("http://{master_ip}:{SALT_API}");
         let salt =
@@ -369,14 +392,18 @@ impl Fleet {
             salt_auth: ("warren".into(), secret),
             prometheus: Prometheus::new(&format!("http://{prometheus_addr}")),
             alertmanager_url: format!("http://{alertmanager_addr}"),
-            pillar,
+            store,
+            database,
+            controller: pillar_addr,
             initial,
             origin,
             procs,
+            controller_proc: Some(controller),
             minions,
             minion_dirs,
         };
 
+        fleet.wait_controller().await;
         fleet.wait_minions(&fleet.ids(None)).await;
         let salt_ready = started.elapsed();
 
@@ -471,6 +498,98 @@ impl Fleet {
         .await;
     }
 
+    /// Assigns `release` to `host` in the controller's store.
+    pub async fn assign(&self, host: &str, release: &Release) {
+        self.store
+            .assign(host, release.component(), &release.stored())
+            .await
+            .expect("store assignment");
+    }
+
+    /// Stops the controller: Salt then gets no assignments.
+    pub fn stop_controller(&mut self) {
+        if let Some(mut p) = self.controller_proc.take() {
+            kill_group(p.pid());
+            p.kill();
+        }
+    }
+
+    /// Starts the controller again and waits for it.
+    pub async fn start_controller(&mut self) {
+        if self.controller_proc.is_none() {
+            self.controller_proc = Some(spawn_controller(
+                self.work.path(),
+                &self.database,
+                self.controller,
+            ));
+        }
+        self.wait_controller().await;
+    }
+
+    async fn wait_controller(&self) {
+        let url = format!("http://{}/healthz", self.controller);
+        eventually(
+            "the controller answers",
+            Duration::from_secs(30),
+            || async {
+                crate::http::plain_client()
+                    .get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+
+    /// Environment for `rollout` commands against this fleet.
+    pub fn rollout_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("SALT_API_URL".into(), self.salt_url.clone()),
+            ("SALT_API_USER".into(), self.salt_auth.0.clone()),
+            ("SALT_API_SECRET".into(), self.salt_auth.1.clone()),
+            ("PROMETHEUS_URL".into(), self.prometheus.url().to_string()),
+            ("ROLLOUT_DATABASE".into(), self.database.clone()),
+            (
+                "WARREN_DASHBOARDS".into(),
+                workspace().join("grafana/dashboards").display().to_string(),
+            ),
+        ]
+    }
+
+    /// Sends requests through every edge (one round every 50 ms) until the
+    /// returned guard is dropped, for at most five minutes: gates need
+    /// traffic to measure.
+    pub fn start_traffic(&self) -> Traffic {
+        let edges: Vec<Host> = self
+            .hosts
+            .iter()
+            .filter(|h| h.role == Role::Edge)
+            .cloned()
+            .collect();
+        let clients: Vec<(reqwest::Client, String)> = edges
+            .iter()
+            .map(|e| {
+                (
+                    self.client_via(e),
+                    format!("http://{APP_HOST}:{}/hello", e.public().port()),
+                )
+            })
+            .collect();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(300) {
+                for (client, url) in &clients {
+                    let _ = client.get(url).timeout(Duration::from_secs(2)).send().await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Traffic(task)
+    }
+
     /// Stops a minion (the host becomes unreachable for Salt).
     pub fn stop_minion(&mut self, id: &str) {
         if let Some(mut p) = self.minions.remove(id) {
@@ -498,6 +617,7 @@ impl Fleet {
             .procs
             .iter()
             .chain(self.minions.values())
+            .chain(self.controller_proc.iter())
             .map(Proc::pid)
             .collect();
         fleet_pids(&roots, self.work.path())
@@ -519,13 +639,23 @@ impl Fleet {
     /// Kills every fleet process by pid and returns the pids it killed.
     pub fn teardown(&mut self) -> BTreeSet<u32> {
         let pids = self.pids();
-        for p in self.procs.iter().chain(self.minions.values()) {
+        for p in self
+            .procs
+            .iter()
+            .chain(self.minions.values())
+            .chain(self.controller_proc.iter())
+        {
             kill_group(p.pid());
         }
         for pid in &pids {
             signal_quietly(&["-KILL", &pid.to_string()]);
         }
-        for p in self.procs.iter_mut().chain(self.minions.values_mut()) {
+        for p in self
+            .procs
+            .iter_mut()
+            .chain(self.minions.values_mut())
+            .chain(self.controller_proc.iter_mut())
+        {
             p.kill();
         }
         // Reap stragglers that a dying parent forked at the last moment.
@@ -548,6 +678,18 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+fn spawn_controller(work: &Path, database: &str, listen: SocketAddr) -> Proc {
+    let mut cmd = Command::new(bin("rollout"));
+    cmd.args([
+        "serve",
+        "--listen",
+        &listen.to_string(),
+        "--database",
+        database,
+    ]);
+    spawn("rollout serve", cmd, &work.join("controller.log"))
 }
 
 fn spawn_minion(id: &str, dir: &Path) -> Proc {

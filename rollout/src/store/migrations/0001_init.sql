@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS assignments (
     host       TEXT NOT NULL,
     component  TEXT NOT NULL,
     version    TEXT NOT NULL,
+    source     TEXT NOT NULL,
+    sha256     TEXT NOT NULL,
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (host, component)
 );

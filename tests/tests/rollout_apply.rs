@@ -1,0 +1,203 @@
+//! `rollout apply` on the real local fleet: cohort by cohort through Salt,
+//! confirmed in Prometheus, gated, and rolled back by itself.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::bins::bin;
+use tests::fleet::{Fleet, Release};
+
+fn write_spec(path: &Path, release: &Release, bake: &str, gate: &str) {
+    let text = format!(
+        r#"component: edge
+version: {version}
+artifact:
+  url: {url}
+  sha256: {sha}
+cohorts:
+  - name: canary
+    target: G@cohort:canary and G@role:edge
+    batch: 1
+    bake: {bake}
+  - name: ams-fra
+    target: G@role:edge and ( G@datacenter:ams or G@datacenter:fra )
+    batch: 2
+    bake: {bake}
+  - name: rest
+    target: G@role:edge
+    batch: 100%
+    bake: {bake}
+gates:
+{gate}
+timeouts:
+  salt_job: 2m
+  version_confirm: 1m
+"#,
+        version = release.version,
+        url = release.source,
+        sha = release.sha256,
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+fn rollout(fleet: &Fleet, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("rollout"));
+    cmd.args(args).envs(fleet.rollout_env());
+    cmd
+}
+
+/// The share of 5xx answers from the edges running `version`, over 5 s.
+/// A freshly restarted edge answers 502 for the moment until its connectors
+/// register again, so a good release shows a few percent right after its
+/// restart; `limit` leaves room for that.
+fn error_ratio_gate(version: &str, limit: f64) -> String {
+    format!(
+        r#"  - name: error-ratio
+    query: sum(rate(edge_requests_total{{status_class="5xx"}}[5s]) * on (instance) group_left (version) edge_build_info{{version="{version}"}}) / sum(rate(edge_requests_total[5s]) * on (instance) group_left (version) edge_build_info{{version="{version}"}})
+    condition: "< {limit}"
+    interval: 1s
+    count: 4
+    no_data: pass
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_good_release_moves_the_fleet_cohort_by_cohort() {
+    let fleet = Fleet::start("apply-good").await;
+    let _traffic = fleet.start_traffic();
+    let v2 = fleet.release("edge", "v2", &[]);
+    let spec = fleet.work.join("spec.yaml");
+    write_spec(&spec, &v2, "4s", &error_ratio_gate("v2", 0.25));
+
+    let log = fleet.work.join("apply.log");
+    let mut child = rollout(&fleet, &["apply", "-f", spec.to_str().unwrap(), "--yes"])
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+
+    // The order the plan updates hosts in: canary, then ams-2 + fra-1, then
+    // fra-2, then the rest.
+    let order = [
+        vec!["edge-ams-1"],
+        vec!["edge-ams-2", "edge-fra-1"],
+        vec!["edge-fra-2"],
+        vec!["edge-sin-1", "edge-sin-2"],
+    ];
+    let mut samples: Vec<BTreeMap<String, String>> = Vec::new();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "apply hangs");
+        if let Ok(v) = fleet.prometheus.versions("edge").await
+            && v.len() == 6
+        {
+            samples.push(v);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status:?}\n{out}");
+
+    // Sampled during the run: hosts outside finished batches still ran v1,
+    // and the batches went over in order.
+    let mut seen_partial = 0;
+    for s in &samples {
+        let batch_done: Vec<bool> = order
+            .iter()
+            .map(|b| b.iter().all(|h| s[*h] == "v2"))
+            .collect();
+        let batch_touched: Vec<bool> = order
+            .iter()
+            .map(|b| b.iter().any(|h| s[*h] == "v2"))
+            .collect();
+        for i in 1..order.len() {
+            if batch_touched[i] {
+                assert!(batch_done[..i].iter().all(|d| *d), "out of order: {s:?}");
+            }
+        }
+        if batch_done[0] && !batch_touched[3] {
+            seen_partial += 1;
+        }
+    }
+    assert!(
+        seen_partial > 0,
+        "never saw the canary alone on v2: {samples:?}"
+    );
+    let end = fleet.prometheus.versions("edge").await.unwrap();
+    assert!(end.values().all(|v| v == "v2"), "{end:?}");
+
+    // history shows each step.
+    let list = rollout(&fleet, &["history"]).output().unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    let id = text
+        .split_whitespace()
+        .next()
+        .expect("a rollout")
+        .to_string();
+    assert!(text.contains("succeeded"), "{text}");
+    let steps =
+        String::from_utf8_lossy(&rollout(&fleet, &["history", &id]).output().unwrap().stdout)
+            .into_owned();
+    for kind in ["assign", "salt_apply", "salt_result", "confirmed", "gate"] {
+        assert!(steps.contains(kind), "no {kind} step in:\n{steps}");
+    }
+    assert_eq!(steps.matches("confirmed").count(), 4, "{steps}");
+    let status = rollout(&fleet, &["status", "--output", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["rollout"]["state"], "succeeded");
+    assert_eq!(v["batches_done"], 4);
+
+    // A highstate of every host afterwards changes no host's version.
+    let report = fleet.apply(&fleet.ids(None)).await;
+    assert!(report.failures().is_empty(), "{report:#?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = fleet.prometheus.versions("edge").await.unwrap();
+    assert!(after.values().all(|v| v == "v2"), "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_failing_a_gate_in_the_canary_is_rolled_back() {
+    let fleet = Fleet::start("apply-bad").await;
+    let _traffic = fleet.start_traffic();
+    let bad = fleet.release("edge", "v3", &["--fault-http-500-ratio", "0.5"]);
+    let spec = fleet.work.join("spec.yaml");
+    write_spec(&spec, &bad, "20s", &error_ratio_gate("v3", 0.25));
+
+    let out = rollout(&fleet, &["apply", "-f", spec.to_str().unwrap(), "--yes"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    // The message names the gate, the value and the condition.
+    assert!(stderr.contains("gate error-ratio"), "{stderr}");
+    assert!(stderr.contains("< 0.25"), "{stderr}");
+    assert!(stderr.contains("value 0."), "{stderr}");
+
+    // Every host ends on v1, and only the canary was ever touched.
+    let v = fleet.prometheus.versions("edge").await.unwrap();
+    assert!(v.values().all(|x| x == "v1"), "{v:?}");
+    let list = rollout(&fleet, &["history"]).output().unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("rolled_back"), "{text}");
+    let id = text.split_whitespace().next().unwrap().to_string();
+    let steps =
+        String::from_utf8_lossy(&rollout(&fleet, &["history", &id]).output().unwrap().stdout)
+            .into_owned();
+    let assigned: Vec<&str> = steps
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("assign"))
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(assigned, vec!["edge-ams-1"], "{steps}");
+    assert!(steps.contains("rolled_back"), "{steps}");
+}
