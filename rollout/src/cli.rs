@@ -142,6 +142,24 @@ pub enum Command {
         /// Rollout id.
         id: Option<String>,
     },
+    /// Stop a running rollout at its next step (exit 3 from its `apply`).
+    Pause {
+        /// Rollout id.
+        id: String,
+    },
+    /// Go on with a paused rollout (or one whose controller was killed),
+    /// from the exact step it stopped at; finished batches are not applied
+    /// again.
+    Resume {
+        /// Rollout id.
+        id: String,
+    },
+    /// Roll a paused rollout back: every host it touched returns to its
+    /// previous release, newest first.
+    Abort {
+        /// Rollout id.
+        id: String,
+    },
     /// Serve the controller's HTTP API: Salt pillar of assigned releases,
     /// rollout status, metrics.
     Serve {

@@ -113,8 +113,17 @@ impl Engine<'_> {
                 .unwrap_or_else(|| "resumed rollback".into());
             return self.rollback(id, &spec, &touched(&history), reason).await;
         }
-        if rec.summary.state != RolloutState::Running {
-            self.store.set_state(id, RolloutState::Running).await?;
+        match rec.summary.state {
+            RolloutState::Running => {}
+            RolloutState::Paused => {
+                self.journal(id, "resumed", json!({}), None).await?;
+                self.store.set_state(id, RolloutState::Running).await?;
+            }
+            done => {
+                return Err(EngineError::NotExecutable(format!(
+                    "rollout {id} is {done}; there is nothing to resume"
+                )));
+            }
         }
         let done = self.store.batches_done(id).await?;
         let history = self.store.history(id).await?;
@@ -123,6 +132,11 @@ impl Engine<'_> {
             for batch in &stage.batches {
                 if done.contains(&(si, batch.index)) {
                     continue;
+                }
+                if let Some(state) = self.interrupted(id).await? {
+                    let reason = format!("{state} by a person");
+                    self.say(&format!("stopping: rollout {id} was {reason}"));
+                    return Ok(Outcome::Paused(reason));
                 }
                 self.say(&format!(
                     "stage {}/{} `{}`, batch {}/{}: {}",
@@ -387,6 +401,11 @@ impl Engine<'_> {
             if started.elapsed() >= bake {
                 break;
             }
+            if let Some(state) = self.interrupted(id).await? {
+                return Ok(BatchEnd::Pause(format!(
+                    "{state} by a person during the bake"
+                )));
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         for (g, _, _, analysis, _) in gates.iter_mut() {
@@ -487,6 +506,39 @@ impl Engine<'_> {
             self.store.set_state(id, RolloutState::Failed).await?;
             Ok(Outcome::Failed(why))
         }
+    }
+
+    /// Whether a person paused the rollout from another process
+    /// (`rollout pause`): checked between steps and during bakes.
+    async fn interrupted(&self, id: &RolloutId) -> Result<Option<RolloutState>, EngineError> {
+        let state = self.store.get(id).await?.summary.state;
+        Ok((state == RolloutState::Paused).then_some(state))
+    }
+
+    /// Stops a paused rollout for good: every touched host goes back, and
+    /// the rollout ends `aborted`.
+    pub async fn abort(&self, id: &RolloutId, reason: &str) -> Result<Outcome, EngineError> {
+        let rec = self.store.get(id).await?;
+        if rec.summary.state != RolloutState::Paused {
+            return Err(EngineError::NotExecutable(format!(
+                "rollout {id} is {}; only a paused rollout can be aborted (`rollout pause {id}` first)",
+                rec.summary.state
+            )));
+        }
+        let history = self.store.history(id).await?;
+        let outcome = self
+            .rollback(
+                id,
+                &rec.spec,
+                &touched(&history),
+                format!("aborted: {reason}"),
+            )
+            .await?;
+        if let Outcome::RolledBack(why) = outcome {
+            self.store.set_state(id, RolloutState::Aborted).await?;
+            return Ok(Outcome::RolledBack(why));
+        }
+        Ok(outcome)
     }
 
     async fn journal(

@@ -121,13 +121,7 @@ async fn run(cli: Cli) -> ExitCode {
                 Ok(st) => st,
                 Err(e) => return fail(1, &format!("cannot open the store: {e}")),
             };
-            let say = |line: &str| {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or_default();
-                println!("[{t:.1}] {line}");
-            };
+            let say = progress_line;
             let engine = Engine {
                 controller: &controller,
                 store: &store,
@@ -221,6 +215,37 @@ async fn run(cli: Cli) -> ExitCode {
                 },
             }
         }
+        Command::Pause { id } => {
+            let store = match open_store(&cli.connect).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let id = RolloutId(id);
+            match store.get(&id).await {
+                Ok(rec) if rec.summary.state == rollout::store::RolloutState::Running => {
+                    match store
+                        .set_state(&id, rollout::store::RolloutState::Paused)
+                        .await
+                    {
+                        Ok(()) => {
+                            println!("{id} paused; its apply stops at the next step");
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => fail(1, &e.to_string()),
+                    }
+                }
+                Ok(rec) => fail(
+                    1,
+                    &format!(
+                        "{id} is {}; only a running rollout can be paused",
+                        rec.summary.state
+                    ),
+                ),
+                Err(e) => fail(1, &e.to_string()),
+            }
+        }
+        Command::Resume { id } => resume_or_abort(cli.connect, RolloutId(id), false).await,
+        Command::Abort { id } => resume_or_abort(cli.connect, RolloutId(id), true).await,
         Command::Serve { listen } => {
             let store = match open_store(&cli.connect).await {
                 Ok(s) => s,
@@ -248,6 +273,69 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => fail(1, &format!("serve failed: {e}")),
             }
         }
+    }
+}
+
+/// `rollout resume ID` and `rollout abort ID`.
+async fn resume_or_abort(connect: rollout::cli::Connect, id: RolloutId, abort: bool) -> ExitCode {
+    let database = match connect.database() {
+        Ok(d) => d,
+        Err(e) => return fail(daemon::EXIT_CONFIG as u8, &e.to_string()),
+    };
+    let controller = match connect.controller() {
+        Ok(c) => c,
+        Err(e) => return fail(daemon::EXIT_CONFIG as u8, &e.to_string()),
+    };
+    let store = match Store::connect(&database).await {
+        Ok(st) => st,
+        Err(e) => return fail(1, &format!("cannot open the store: {e}")),
+    };
+    let engine = Engine {
+        controller: &controller,
+        store: &store,
+        progress: &progress_line,
+    };
+    let result = if abort {
+        engine.abort(&id, "by a person").await
+    } else {
+        progress_line(&format!("resuming {id}"));
+        engine.run(&id).await
+    };
+    finish(&id, result)
+}
+
+/// One progress line per event, with a timestamp (epoch seconds).
+fn progress_line(line: &str) {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    println!("[{t:.1}] {line}");
+}
+
+/// The exit code and the closing message of a run.
+fn finish(
+    id: &RolloutId,
+    result: Result<rollout::engine::Outcome, rollout::engine::EngineError>,
+) -> ExitCode {
+    use rollout::engine::Outcome;
+    match result {
+        Ok(outcome) => {
+            match &outcome {
+                Outcome::RolledBack(reason) | Outcome::Failed(reason) => {
+                    eprintln!("rollout: {id}: {reason}")
+                }
+                Outcome::Paused(reason) => eprintln!(
+                    "rollout: {id} paused: {reason}; `rollout resume {id}` or `rollout abort {id}`"
+                ),
+                Outcome::Succeeded => {}
+            }
+            ExitCode::from(outcome.exit_code())
+        }
+        Err(e) => fail(
+            1,
+            &format!("rollout {id} stopped: {e}; `rollout resume {id}` goes on from the last step"),
+        ),
     }
 }
 

@@ -201,3 +201,161 @@ async fn a_release_failing_a_gate_in_the_canary_is_rolled_back() {
     assert_eq!(assigned, vec!["edge-ams-1"], "{steps}");
     assert!(steps.contains("rolled_back"), "{steps}");
 }
+
+/// The rollout id from `rollout history` (the newest is listed first).
+fn newest_id(fleet: &Fleet) -> String {
+    let out = rollout(fleet, &["history"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no rollout in: {text}"))
+        .to_string()
+}
+
+fn history(fleet: &Fleet, id: &str) -> String {
+    String::from_utf8_lossy(&rollout(fleet, &["history", id]).output().unwrap().stdout).into_owned()
+}
+
+/// Waits until the apply log shows `needle`.
+async fn wait_log(log: &Path, needle: &str) {
+    tests::proc::eventually(
+        &format!("`{needle}` in the apply log"),
+        Duration::from_secs(180),
+        || async {
+            std::fs::read_to_string(log)
+                .ok()
+                .filter(|t| t.contains(needle))
+                .map(|_| ())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_salt_state_stops_the_rollout_before_the_bake_and_rolls_back() {
+    let fleet = Fleet::start("apply-salt-fails").await;
+    let mut v2 = fleet.release("edge", "v2", &[]);
+    v2.sha256 = "0".repeat(64);
+    let spec = fleet.work.join("spec.yaml");
+    write_spec(&spec, &v2, "5s", &error_ratio_gate("v2", 0.25));
+    let out = rollout(&fleet, &["apply", "-f", spec.to_str().unwrap(), "--yes"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("host edge-ams-1: failed state"), "{stderr}");
+    assert!(stderr.contains("checksum"), "{stderr}");
+    let steps = history(&fleet, &newest_id(&fleet));
+    assert!(
+        !steps.contains(" gate "),
+        "no bake after a failed state:\n{steps}"
+    );
+    assert!(steps.contains("rolled_back"), "{steps}");
+    let v = fleet.prometheus.versions("edge").await.unwrap();
+    assert!(v.values().all(|x| x == "v1"), "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prometheus_unreachable_during_a_bake_pauses_and_resume_finishes() {
+    let mut fleet = Fleet::start("apply-prom-down").await;
+    let _traffic = fleet.start_traffic();
+    let v2 = fleet.release("edge", "v2", &[]);
+    let spec = fleet.work.join("spec.yaml");
+    let gate = r#"  - name: error-ratio
+    query: sum(rate(edge_requests_total{status_class="5xx"}[1m])) / sum(rate(edge_requests_total[1m]))
+    condition: "< 0.25"
+    interval: 1s
+    count: 8
+    consecutive_error_limit: 2
+    no_data: pass
+"#;
+    write_spec(&spec, &v2, "10s", gate);
+    let log = fleet.work.join("apply.log");
+    let mut child = rollout(&fleet, &["apply", "-f", spec.to_str().unwrap(), "--yes"])
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_log(&log, "baking").await;
+    fleet.stop_prometheus();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    // The gate errored up to its limit and the rollout paused: it did not go on.
+    assert_eq!(status.code(), Some(3), "{text}");
+    assert!(text.contains("PAUSED"), "{text}");
+    assert!(!text.contains("stage 2/3"), "went on without data:\n{text}");
+    let id = newest_id(&fleet);
+    let s: Value = serde_json::from_slice(
+        &rollout(&fleet, &["status", &id, "--output", "json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(s["rollout"]["state"], "paused");
+
+    fleet.start_prometheus().await;
+    let out = rollout(&fleet, &["resume", &id]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = fleet.prometheus.versions("edge").await.unwrap();
+    assert!(v.values().all(|x| x == "v2"), "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_a_bake_then_resume_finishes_without_applying_twice() {
+    let fleet = Fleet::start("apply-sigkill").await;
+    let v2 = fleet.release("edge", "v2", &[]);
+    let spec = fleet.work.join("spec.yaml");
+    write_spec(&spec, &v2, "6s", &error_ratio_gate("v2", 0.25));
+    let log = fleet.work.join("apply.log");
+    let mut child = rollout(&fleet, &["apply", "-f", spec.to_str().unwrap(), "--yes"])
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // Killed in the middle of stage 2: its first batch is applied and baking.
+    wait_log(&log, "stage 2/3").await;
+    wait_log(&log, "edge v2 live on edge-ams-2").await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let id = newest_id(&fleet);
+    let out = rollout(&fleet, &["resume", &id]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = fleet.prometheus.versions("edge").await.unwrap();
+    assert!(v.values().all(|x| x == "v2"), "{v:?}");
+
+    // Counted from Salt's own job records: every edge got exactly one
+    // `state.apply edge` for this rollout.
+    let jobs = fleet
+        .salt
+        .call(
+            serde_json::json!({"client": "runner", "fun": "jobs.list_jobs", "search_function": "state.apply"}),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let mut applied: BTreeMap<String, usize> = BTreeMap::new();
+    for job in jobs.as_object().unwrap().values() {
+        if job["Arguments"] != serde_json::json!(["edge"]) {
+            continue;
+        }
+        for host in job["Target"].as_str().unwrap_or_default().split(',') {
+            *applied.entry(host.to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(applied.len(), 6, "{applied:?}");
+    assert!(applied.values().all(|n| *n == 1), "{applied:?}");
+}

@@ -159,6 +159,8 @@ pub struct Fleet {
     pub origin: SocketAddr,
     procs: Vec<Proc>,
     controller_proc: Option<Proc>,
+    prometheus_proc: Option<Proc>,
+    prometheus_addr: SocketAddr,
     minions: BTreeMap<String, Proc>,
     minion_dirs: BTreeMap<String, PathBuf>,
 }
@@ -352,15 +354,7 @@ impl Fleet {
             &prom_dir.join("prometheus.yml"),
             &prometheus(&prom_dir, &repo, alertmanager_addr, &[]),
         );
-        let mut cmd = Command::new("prometheus");
-        cmd.arg(format!(
-            "--config.file={}/prometheus.yml",
-            prom_dir.display()
-        ))
-        .arg(format!("--storage.tsdb.path={}/data", prom_dir.display()))
-        .arg(format!("--web.listen-address={prometheus_addr}"))
-        .arg("--web.enable-lifecycle");
-        procs.push(spawn("prometheus", cmd, &prom_dir.join("prometheus.log")));
+        let prometheus_proc = spawn_prometheus(&prom_dir, prometheus_addr);
         let am_dir = w.join("alertmanager");
         let webhook = format!("http://{}/v1/alerts/alertmanager", net.addr(100, 9099));
         write(&am_dir.join("alertmanager.yml"), &alertmanager(&webhook));
@@ -399,6 +393,8 @@ impl Fleet {
             origin,
             procs,
             controller_proc: Some(controller),
+            prometheus_proc: Some(prometheus_proc),
+            prometheus_addr,
             minions,
             minion_dirs,
         };
@@ -504,6 +500,33 @@ impl Fleet {
             .assign(host, release.component(), &release.stored())
             .await
             .expect("store assignment");
+    }
+
+    /// Kills Prometheus (its data stays on disk).
+    pub fn stop_prometheus(&mut self) {
+        if let Some(mut p) = self.prometheus_proc.take() {
+            kill_group(p.pid());
+            p.kill();
+        }
+    }
+
+    /// Starts Prometheus again on its data and waits until it scrapes every
+    /// host again.
+    pub async fn start_prometheus(&mut self) {
+        if self.prometheus_proc.is_none() {
+            let dir = self.work.join("prometheus");
+            self.prometheus_proc = Some(spawn_prometheus(&dir, self.prometheus_addr));
+        }
+        let ids = self.ids(Some(Role::Edge));
+        eventually(
+            "Prometheus scrapes every edge again",
+            Duration::from_secs(60),
+            || async {
+                let up = self.prometheus.query("up{job=\"edge\"} == 1").await.ok()?;
+                (up.len() == ids.len()).then_some(())
+            },
+        )
+        .await;
     }
 
     /// Stops the controller: Salt then gets no assignments.
@@ -618,6 +641,7 @@ impl Fleet {
             .iter()
             .chain(self.minions.values())
             .chain(self.controller_proc.iter())
+            .chain(self.prometheus_proc.iter())
             .map(Proc::pid)
             .collect();
         fleet_pids(&roots, self.work.path())
@@ -644,6 +668,7 @@ impl Fleet {
             .iter()
             .chain(self.minions.values())
             .chain(self.controller_proc.iter())
+            .chain(self.prometheus_proc.iter())
         {
             kill_group(p.pid());
         }
@@ -655,6 +680,7 @@ impl Fleet {
             .iter_mut()
             .chain(self.minions.values_mut())
             .chain(self.controller_proc.iter_mut())
+            .chain(self.prometheus_proc.iter_mut())
         {
             p.kill();
         }
@@ -678,6 +704,15 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+fn spawn_prometheus(dir: &Path, addr: SocketAddr) -> Proc {
+    let mut cmd = Command::new("prometheus");
+    cmd.arg(format!("--config.file={}/prometheus.yml", dir.display()))
+        .arg(format!("--storage.tsdb.path={}/data", dir.display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--web.enable-lifecycle");
+    spawn("prometheus", cmd, &dir.join("prometheus.log"))
 }
 
 fn spawn_controller(work: &Path, database: &str, listen: SocketAddr) -> Proc {
