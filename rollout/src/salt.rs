@@ -306,11 +306,14 @@ impl SaltApi {
         state: Option<&str>,
         timeout: Duration,
     ) -> Result<ApplyReport, SaltError> {
+        // `queue`: a state run already going on a host (a scheduled
+        // highstate) delays this one instead of failing it.
         let mut low = json!({
             "client": "local",
             "tgt": hosts.join(","),
             "tgt_type": "list",
             "fun": "state.apply",
+            "kwarg": {"queue": true},
             "full_return": true,
             "timeout": timeout.as_secs().max(1),
         });

@@ -43,6 +43,18 @@ timeouts:
     std::fs::write(path, text).unwrap();
 }
 
+/// The edge version each host is assigned in the controller's store.
+async fn assignments(fleet: &Fleet) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for id in fleet.ids(Some(tests::fleet::Role::Edge)) {
+        let a = fleet.store.assignments_for(&id).await.unwrap();
+        if let Some(r) = a.get(&rollout::spec::Component::Edge) {
+            out.insert(id, r.version.clone());
+        }
+    }
+    out
+}
+
 fn rollout(fleet: &Fleet, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin("rollout"));
     cmd.args(args).envs(fleet.rollout_env());
@@ -71,7 +83,7 @@ async fn a_good_release_moves_the_fleet_cohort_by_cohort() {
     let _traffic = fleet.start_traffic();
     let v2 = fleet.release("edge", "v2", &[]);
     let spec = fleet.work.join("spec.yaml");
-    write_spec(&spec, &v2, "4s", &error_ratio_gate("v2", 0.25));
+    write_spec(&spec, &v2, "8s", &error_ratio_gate("v2", 0.25));
 
     let log = fleet.work.join("apply.log");
     let mut child = rollout(&fleet, &["apply", "-f", spec.to_str().unwrap(), "--yes"])
@@ -90,9 +102,39 @@ async fn a_good_release_moves_the_fleet_cohort_by_cohort() {
     ];
     let mut samples: Vec<BTreeMap<String, String>> = Vec::new();
     let started = Instant::now();
+    let mut highstate_checked = false;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
+        }
+        // In the middle of the rollout (the canary done, the rest not), a
+        // highstate of every host changes no host's version.
+        let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+        if !highstate_checked && log_text.contains("batch 1 of `canary` done") {
+            highstate_checked = true;
+            let before = fleet.prometheus.versions("edge").await.unwrap();
+            let assigned_before = assignments(&fleet).await;
+            let report = fleet.apply(&fleet.ids(None)).await;
+            assert!(report.failures().is_empty(), "{report:#?}");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = fleet.prometheus.versions("edge").await.unwrap();
+            let assigned_after = assignments(&fleet).await;
+            // No host leaves what the controller assigned it: hosts still
+            // assigned v1 stay on v1, the canary stays on v2 (a host the
+            // engine has just assigned may converge a moment early).
+            for (host, version) in &before {
+                let assigned = assigned_after.get(host);
+                assert!(
+                    &after[host] == version || assigned == Some(&after[host]),
+                    "highstate moved {host} from {version} to {} (assigned {assigned:?}, before {:?})",
+                    after[host],
+                    assigned_before.get(host)
+                );
+                if assigned.map(String::as_str) == Some("v1") {
+                    assert_eq!(after[host], "v1", "highstate upgraded unassigned {host}");
+                }
+            }
+            assert_eq!(after["edge-ams-1"], "v2");
         }
         assert!(started.elapsed() < Duration::from_secs(300), "apply hangs");
         if let Ok(v) = fleet.prometheus.versions("edge").await
@@ -104,6 +146,7 @@ async fn a_good_release_moves_the_fleet_cohort_by_cohort() {
     };
     let out = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{status:?}\n{out}");
+    assert!(highstate_checked, "the rollout ended before the mid-rollout highstate");
 
     // Sampled during the run: hosts outside finished batches still ran v1,
     // and the batches went over in order.
