@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod net;
 pub mod origin;
 pub mod pattern;
+pub mod postgres;
 pub mod proc;
 pub mod tunnel_setup;
 pub mod workdir;

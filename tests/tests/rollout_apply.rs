@@ -146,7 +146,10 @@ async fn a_good_release_moves_the_fleet_cohort_by_cohort() {
     };
     let out = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{status:?}\n{out}");
-    assert!(highstate_checked, "the rollout ended before the mid-rollout highstate");
+    assert!(
+        highstate_checked,
+        "the rollout ended before the mid-rollout highstate"
+    );
 
     // Sampled during the run: hosts outside finished batches still ran v1,
     // and the batches went over in order.

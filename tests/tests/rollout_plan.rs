@@ -150,6 +150,25 @@ async fn plan_lists_cohorts_in_order_skips_hosts_on_target_and_flags_a_stopped_m
         assert!(table.contains(h), "{table}");
     }
 
+    // The fleet changes after the plan: applying the plan is refused, and
+    // the message names what changed.
+    let v3 = fleet.release("edge", "v3", &[]);
+    fleet.assign("edge-sin-1", &v3).await;
+    let report = fleet.apply(&["edge-sin-1".to_string()]).await;
+    assert!(report.failures().is_empty(), "{report:#?}");
+    fleet
+        .wait_versions("edge", "v3", &["edge-sin-1".to_string()])
+        .await;
+    let out = Command::new(bin("rollout"))
+        .args(["apply", plan_path.to_str().unwrap(), "--yes"])
+        .envs(fleet.rollout_env())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("changed since the plan"), "{err}");
+    assert!(err.contains("edge-sin-1: v1 -> v3"), "{err}");
+
     // A stopped minion is flagged, and the plan exits non-zero.
     fleet.stop_minion("edge-sin-2");
     let out = plan(&fleet, &spec_path, &["--output", "json"]);

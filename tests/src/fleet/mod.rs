@@ -184,7 +184,14 @@ fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
 impl Fleet {
     /// Brings the whole fleet up with release `v1` on every host, verified
     /// in Prometheus, and prints how long it took and the memory it uses.
+    /// The controller's store is a SQLite file in the fleet's folder.
     pub async fn start(name: &str) -> Self {
+        Self::start_with_database(name, None).await
+    }
+
+    /// The same, with the controller's store in `database` (for example a
+    /// PostgreSQL shared by several controllers).
+    pub async fn start_with_database(name: &str, database: Option<String>) -> Self {
         let started = Instant::now();
         let work = Workdir::short(name);
         let net = TestNet::new();
@@ -291,7 +298,8 @@ impl Fleet {
         }
 
         // The controller's store, seeded with what every host starts on.
-        let database = format!("sqlite://{}/rollout.db?mode=rwc", w.display());
+        let database =
+            database.unwrap_or_else(|| format!("sqlite://{}/rollout.db?mode=rwc", w.display()));
         let store = rollout::store::Store::connect(&database)
             .await
             .expect("open the controller store");
