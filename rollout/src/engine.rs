@@ -208,61 +208,73 @@ impl Engine<'_> {
         release: &Release,
     ) -> Result<BatchEnd, EngineError> {
         let component = spec.component;
-        let same_batch = |s: &&Step, kind: &str| {
+        let same_batch = |s: &Step, kind: &str| {
             s.event.kind == kind
                 && s.event.detail["stage"] == stage
                 && s.event.detail["hosts"] == json!(hosts)
         };
-        let returned = history.iter().any(|s| same_batch(&s, "salt_result"));
-        let started = history.iter().any(|s| same_batch(&s, "salt_apply"));
+        let returned = history.iter().any(|s| same_batch(s, "salt_result"));
         if !returned {
-            // A job interrupted by a crash may have converged some hosts:
-            // apply only where the new version is not live yet.
-            let mut todo: Vec<String> = hosts.to_vec();
-            if started {
-                let live = self
-                    .controller
-                    .prometheus
-                    .versions(component.as_str())
-                    .await
-                    .unwrap_or_default();
-                todo.retain(|h| live.get(h) != Some(&release.version));
-            }
-            let detail = json!({"stage": stage, "hosts": hosts, "applying": todo});
-            self.journal(id, "salt_apply", detail, None).await?;
-            if !todo.is_empty() {
-                self.say(&format!(
-                    "  salt: state.apply {} on {}",
-                    component,
-                    todo.join(", ")
-                ));
-                let report = match self
-                    .controller
-                    .salt
-                    .apply(&todo, Some(component.as_str()), spec.timeouts.salt_job)
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(e) => return Ok(BatchEnd::Fail(format!("salt-api failed: {e}"))),
+            // The job id is chosen and journaled before the job starts, so
+            // a controller killed at any moment finds the job it started and
+            // waits for it rather than starting a second one.
+            let recorded = history
+                .iter()
+                .rev()
+                .find(|s| same_batch(s, "salt_apply"))
+                .and_then(|s| s.event.detail["jid"].as_str().map(str::to_string));
+            let salt = &self.controller.salt;
+            let report = async {
+                let jid = match recorded {
+                    Some(jid) => {
+                        if salt.job_known(&jid).await? {
+                            self.say(&format!(
+                                "  salt: waiting for job {jid}, started before the restart"
+                            ));
+                        } else {
+                            self.say(&format!("  salt: job {jid} never started; starting it"));
+                            salt.apply_async(hosts, component.as_str(), &jid).await?;
+                        }
+                        jid
+                    }
+                    None => {
+                        let jid = crate::salt::new_jid();
+                        let detail = json!({"stage": stage, "hosts": hosts, "jid": jid});
+                        self.journal(id, "salt_apply", detail, None)
+                            .await
+                            .map_err(|e| crate::salt::SaltError::BadResponse(e.to_string()))?;
+                        self.say(&format!(
+                            "  salt: state.apply {component} on {} (job {jid})",
+                            hosts.join(", ")
+                        ));
+                        salt.apply_async(hosts, component.as_str(), &jid).await?;
+                        self.say(&format!("  salt: job {jid} running"));
+                        jid
+                    }
                 };
-                let detail = json!({"stage": stage, "hosts": hosts, "jid": report.jid, "returns": report.hosts});
-                self.journal(id, "salt_result", detail, None).await?;
-                let failures = report.failures();
-                for (host, outcome) in &failures {
-                    self.say(&format!("  {host}: {}", outcome.describe()));
-                }
-                if failures.len() > spec.limits.max_failed_hosts as usize
-                    || failures.len() == todo.len()
-                {
-                    let (host, outcome) = failures[0];
-                    return Ok(BatchEnd::Fail(format!(
-                        "host {host}: {}",
-                        outcome.describe()
-                    )));
-                }
-            } else {
-                let detail = json!({"stage": stage, "hosts": hosts, "returns": {}});
-                self.journal(id, "salt_result", detail, None).await?;
+                salt.wait_job(&jid, hosts, spec.timeouts.salt_job).await
+            }
+            .await;
+            let report = match report {
+                Ok(r) => r,
+                Err(e) => return Ok(BatchEnd::Fail(format!("salt-api failed: {e}"))),
+            };
+            let detail =
+                json!({"stage": stage, "hosts": hosts, "jid": report.jid, "returns": report.hosts});
+            self.journal(id, "salt_result", detail, None).await?;
+            let failures = report.failures();
+            for (host, outcome) in &failures {
+                self.say(&format!("  {host}: {}", outcome.describe()));
+            }
+            if !failures.is_empty()
+                && (failures.len() > spec.limits.max_failed_hosts as usize
+                    || failures.len() == hosts.len())
+            {
+                let (host, outcome) = failures[0];
+                return Ok(BatchEnd::Fail(format!(
+                    "host {host}: {}",
+                    outcome.describe()
+                )));
             }
         }
         if let Err(reason) = self

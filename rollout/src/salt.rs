@@ -298,6 +298,81 @@ impl SaltApi {
             .collect())
     }
 
+    /// Starts `state.apply` of `state` on exactly `hosts` without waiting,
+    /// and returns the job id (so a controller killed while the job runs can
+    /// wait for that same job instead of starting another).
+    ///
+    /// The caller picks the job id ([`new_jid`]) and records it first, so
+    /// there is no moment when a job runs that the journal does not name.
+    pub async fn apply_async(
+        &self,
+        hosts: &[String],
+        state: &str,
+        jid: &str,
+    ) -> Result<(), SaltError> {
+        let ret = self
+            .call(
+                json!({
+                    "client": "local_async",
+                    "tgt": hosts.join(","),
+                    "tgt_type": "list",
+                    "fun": "state.apply",
+                    "arg": [state],
+                    "kwarg": {"queue": true},
+                    "jid": jid,
+                }),
+                Duration::from_secs(30),
+            )
+            .await?;
+        match ret["jid"].as_str() {
+            Some(j) if j == jid => Ok(()),
+            _ => Err(SaltError::BadResponse(format!(
+                "local_async did not start job {jid}: {ret}"
+            ))),
+        }
+    }
+
+    /// Whether the master knows job `jid` (it was published).
+    pub async fn job_known(&self, jid: &str) -> Result<bool, SaltError> {
+        let ret = self
+            .call(
+                json!({"client": "runner", "fun": "jobs.list_job", "jid": jid}),
+                Duration::from_secs(30),
+            )
+            .await?;
+        let ret = unwrap_runner_data(ret);
+        Ok(ret.get("Function").is_some() || ret.get("Minions").is_some())
+    }
+
+    /// Waits for job `jid` until every host in `hosts` returned or `timeout`
+    /// passed, then classifies each host's return (missing: no return).
+    pub async fn wait_job(
+        &self,
+        jid: &str,
+        hosts: &[String],
+        timeout: Duration,
+    ) -> Result<ApplyReport, SaltError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let ret = self
+                .call(
+                    json!({"client": "runner", "fun": "jobs.lookup_jid", "jid": jid}),
+                    Duration::from_secs(30),
+                )
+                .await?;
+            let ret = unwrap_runner_data(ret);
+            let all_in = hosts
+                .iter()
+                .all(|h| ret.get(h).is_some_and(|v| !v.is_null()));
+            if all_in || std::time::Instant::now() >= deadline {
+                let mut report = classify(hosts, &ret);
+                report.jid = Some(jid.to_string());
+                return Ok(report);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Runs `state.apply` of `state` (empty for a highstate) on exactly
     /// `hosts`, and classifies each host's return.
     pub async fn apply(
@@ -323,6 +398,41 @@ impl SaltApi {
         let ret = self.call(low, timeout).await?;
         Ok(classify(hosts, &ret))
     }
+}
+
+/// A Salt job id for now: `YYYYMMDDhhmmssffffff` (UTC), as Salt makes them.
+pub fn new_jid() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}{:02}{:02}{:02}{:06}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_micros()
+    )
+}
+
+/// Some runners answer `{"data": ..., "outputter": ...}` through salt-api;
+/// the job's returns are in `data`.
+fn unwrap_runner_data(ret: Value) -> Value {
+    let wrapped = ret.as_object().is_some_and(|o| {
+        o.contains_key("data") && o.keys().all(|k| k == "data" || k == "outputter")
+    });
+    if wrapped { ret["data"].clone() } else { ret }
 }
 
 async fn checked_json(resp: reqwest::Response) -> Result<Value, SaltError> {
@@ -435,6 +545,20 @@ mod tests {
         ));
         assert_eq!(report.hosts["gone"], HostOutcome::NoReturn);
         assert_eq!(report.failures().len(), 3);
+    }
+
+    #[test]
+    fn job_ids_look_like_salts() {
+        let jid = new_jid();
+        assert_eq!(jid.len(), 20, "{jid}");
+        assert!(jid.bytes().all(|b| b.is_ascii_digit()), "{jid}");
+        assert!(jid.starts_with("20"), "{jid}");
+        let month: u32 = jid[4..6].parse().unwrap();
+        let day: u32 = jid[6..8].parse().unwrap();
+        assert!(
+            (1..=12).contains(&month) && (1..=31).contains(&day),
+            "{jid}"
+        );
     }
 
     #[test]

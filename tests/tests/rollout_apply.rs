@@ -356,23 +356,45 @@ async fn prometheus_unreachable_during_a_bake_pauses_and_resume_finishes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_during_a_bake_then_resume_finishes_without_applying_twice() {
+async fn sigkill_during_a_salt_job_and_during_a_bake_then_resume_applies_nothing_twice() {
     let fleet = Fleet::start("apply-sigkill").await;
     let v2 = fleet.release("edge", "v2", &[]);
     let spec = fleet.work.join("spec.yaml");
     write_spec(&spec, &v2, "6s", &error_ratio_gate("v2", 0.25));
     let log = fleet.work.join("apply.log");
-    let mut child = rollout(&fleet, &["apply", "-f", spec.to_str().unwrap(), "--yes"])
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    // Killed in the middle of stage 2: its first batch is applied and baking.
+    let spawn = |args: &[&str], log: &Path| {
+        rollout(&fleet, args)
+            .stdout(Stdio::from(std::fs::File::create(log).unwrap()))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn(&["apply", "-f", spec.to_str().unwrap(), "--yes"], &log);
+    // Killed in the middle of a batch: stage 2's Salt job is running.
     wait_log(&log, "stage 2/3").await;
-    wait_log(&log, "edge v2 live on edge-ams-2").await;
+    tests::proc::eventually("stage 2's Salt job", Duration::from_secs(60), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.matches("salt: job").count() >= 2).then_some(())
+    })
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
     let id = newest_id(&fleet);
+
+    // Resumed, then killed again during a bake (stage 3's).
+    let log2 = fleet.work.join("resume.log");
+    let mut child = spawn(&["resume", &id], &log2);
+    wait_log(&log2, "waiting for job").await;
+    wait_log(&log2, "stage 3/3").await;
+    tests::proc::eventually("stage 3's bake", Duration::from_secs(120), || async {
+        let text = std::fs::read_to_string(&log2).unwrap_or_default();
+        let stage3 = text.split("stage 3/3").nth(1).unwrap_or_default();
+        stage3.contains("baking").then_some(())
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
     let out = rollout(&fleet, &["resume", &id]).output().unwrap();
     assert!(
         out.status.success(),
@@ -395,7 +417,8 @@ async fn sigkill_during_a_bake_then_resume_finishes_without_applying_twice() {
         .unwrap();
     let mut applied: BTreeMap<String, usize> = BTreeMap::new();
     for job in jobs.as_object().unwrap().values() {
-        if job["Arguments"] != serde_json::json!(["edge"]) {
+        // Arguments: ["edge"], plus the `queue` keyword argument.
+        if job["Arguments"][0] != "edge" {
             continue;
         }
         for host in job["Target"].as_str().unwrap_or_default().split(',') {
