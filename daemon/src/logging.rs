@@ -20,7 +20,9 @@ pub enum LogFormat {
 /// `env_var` (for example `EDGE_LOG=debug`, with `RUST_LOG` syntax), else
 /// `info`.
 pub fn init(format: LogFormat, env_var: &str) {
-    let filter = EnvFilter::try_from_env(env_var).unwrap_or_else(|_| EnvFilter::new("info"));
+    // sqlx logs every PostgreSQL notice at info: keep those out by default.
+    let filter =
+        EnvFilter::try_from_env(env_var).unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

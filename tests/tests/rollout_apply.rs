@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tests::bins::bin;
 use tests::fleet::{Fleet, Release};
+use tests::postgres::Postgres;
 
 fn write_spec(path: &Path, release: &Release, bake: &str, gate: &str) {
     let text = format!(
@@ -77,9 +78,79 @@ fn error_ratio_gate(version: &str, limit: f64) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_good_release_moves_the_fleet_cohort_by_cohort() {
-    let fleet = Fleet::start("apply-good").await;
+/// The rollout id from `rollout history` (the newest is listed first).
+fn newest_id(fleet: &Fleet) -> String {
+    let out = rollout(fleet, &["history"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no rollout in: {text}"))
+        .to_string()
+}
+
+fn history(fleet: &Fleet, id: &str) -> String {
+    String::from_utf8_lossy(&rollout(fleet, &["history", id]).output().unwrap().stdout).into_owned()
+}
+
+/// Waits until the apply log shows `needle`.
+async fn wait_log(log: &Path, needle: &str) {
+    tests::proc::eventually(
+        &format!("`{needle}` in the apply log"),
+        Duration::from_secs(180),
+        || async {
+            std::fs::read_to_string(log)
+                .ok()
+                .filter(|t| t.contains(needle))
+                .map(|_| ())
+        },
+    )
+    .await;
+}
+
+/// Starts a fleet whose controller store is SQLite, or a PostgreSQL the test
+/// starts (returned, so it lives as long as the fleet).
+async fn start_fleet(name: &str, postgres: bool) -> (Option<Postgres>, Fleet) {
+    if postgres {
+        let pg = Postgres::start();
+        let fleet = Fleet::start_with_database(name, Some(pg.url.clone())).await;
+        (Some(pg), fleet)
+    } else {
+        (None, Fleet::start(name).await)
+    }
+}
+
+/// Every engine scenario runs twice: with the controller's store in SQLite
+/// (the embedded default) and in a real PostgreSQL.
+macro_rules! on_both_stores {
+    ($(async fn $name:ident($fleet:ident) $body:block)*) => {
+        mod sqlite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[allow(unused_mut)]
+                async fn $name() {
+                    let (_pg, mut $fleet) = start_fleet(stringify!($name), false).await;
+                    $body
+                }
+            )*
+        }
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[allow(unused_mut)]
+                async fn $name() {
+                    let (_pg, mut $fleet) = start_fleet(stringify!($name), true).await;
+                    $body
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores! {
+    async fn a_good_release_moves_the_fleet_cohort_by_cohort(fleet) {
     let _traffic = fleet.start_traffic();
     let v2 = fleet.release("edge", "v2", &[]);
     let spec = fleet.work.join("spec.yaml");
@@ -208,11 +279,9 @@ async fn a_good_release_moves_the_fleet_cohort_by_cohort() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = fleet.prometheus.versions("edge").await.unwrap();
     assert!(after.values().all(|v| v == "v2"), "{after:?}");
-}
+    }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_release_failing_a_gate_in_the_canary_is_rolled_back() {
-    let fleet = Fleet::start("apply-bad").await;
+    async fn a_release_failing_a_gate_in_the_canary_is_rolled_back(fleet) {
     let _traffic = fleet.start_traffic();
     let bad = fleet.release("edge", "v3", &["--fault-http-500-ratio", "0.5"]);
     let spec = fleet.work.join("spec.yaml");
@@ -246,41 +315,9 @@ async fn a_release_failing_a_gate_in_the_canary_is_rolled_back() {
         .collect();
     assert_eq!(assigned, vec!["edge-ams-1"], "{steps}");
     assert!(steps.contains("rolled_back"), "{steps}");
-}
+    }
 
-/// The rollout id from `rollout history` (the newest is listed first).
-fn newest_id(fleet: &Fleet) -> String {
-    let out = rollout(fleet, &["history"]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .next()
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no rollout in: {text}"))
-        .to_string()
-}
-
-fn history(fleet: &Fleet, id: &str) -> String {
-    String::from_utf8_lossy(&rollout(fleet, &["history", id]).output().unwrap().stdout).into_owned()
-}
-
-/// Waits until the apply log shows `needle`.
-async fn wait_log(log: &Path, needle: &str) {
-    tests::proc::eventually(
-        &format!("`{needle}` in the apply log"),
-        Duration::from_secs(180),
-        || async {
-            std::fs::read_to_string(log)
-                .ok()
-                .filter(|t| t.contains(needle))
-                .map(|_| ())
-        },
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failed_salt_state_stops_the_rollout_before_the_bake_and_rolls_back() {
-    let fleet = Fleet::start("apply-salt-fails").await;
+    async fn a_failed_salt_state_stops_the_rollout_before_the_bake_and_rolls_back(fleet) {
     let mut v2 = fleet.release("edge", "v2", &[]);
     v2.sha256 = "0".repeat(64);
     let spec = fleet.work.join("spec.yaml");
@@ -300,11 +337,9 @@ async fn a_failed_salt_state_stops_the_rollout_before_the_bake_and_rolls_back() 
     assert!(steps.contains("rolled_back"), "{steps}");
     let v = fleet.prometheus.versions("edge").await.unwrap();
     assert!(v.values().all(|x| x == "v1"), "{v:?}");
-}
+    }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prometheus_unreachable_during_a_bake_pauses_and_resume_finishes() {
-    let mut fleet = Fleet::start("apply-prom-down").await;
+    async fn prometheus_unreachable_during_a_bake_pauses_and_resume_finishes(fleet) {
     let _traffic = fleet.start_traffic();
     let v2 = fleet.release("edge", "v2", &[]);
     let spec = fleet.work.join("spec.yaml");
@@ -353,11 +388,9 @@ async fn prometheus_unreachable_during_a_bake_pauses_and_resume_finishes() {
     );
     let v = fleet.prometheus.versions("edge").await.unwrap();
     assert!(v.values().all(|x| x == "v2"), "{v:?}");
-}
+    }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_during_a_salt_job_and_during_a_bake_then_resume_applies_nothing_twice() {
-    let fleet = Fleet::start("apply-sigkill").await;
+    async fn sigkill_during_a_salt_job_and_during_a_bake_then_resume_applies_nothing_twice(fleet) {
     let v2 = fleet.release("edge", "v2", &[]);
     let spec = fleet.work.join("spec.yaml");
     write_spec(&spec, &v2, "6s", &error_ratio_gate("v2", 0.25));
@@ -427,4 +460,5 @@ async fn sigkill_during_a_salt_job_and_during_a_bake_then_resume_applies_nothing
     }
     assert_eq!(applied.len(), 6, "{applied:?}");
     assert!(applied.values().all(|n| *n == 1), "{applied:?}");
+    }
 }
