@@ -3,6 +3,7 @@
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use tunnel::message::StreamErrorKind;
 
 /// All connector metrics, registered in one registry.
 #[derive(Clone)]
@@ -103,6 +104,18 @@ impl Metrics {
             Box::new(m.drains.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
+        }
+        // Every kind exists from the start at zero, so a rate() over them is
+        // 0, not empty, while the origin is healthy.
+        for kind in [
+            StreamErrorKind::OriginUnreachable,
+            StreamErrorKind::OriginTimeout,
+            StreamErrorKind::OriginTls,
+            StreamErrorKind::OriginProtocol,
+            StreamErrorKind::BadRequest,
+            StreamErrorKind::Internal,
+        ] {
+            m.origin_errors.with_label_values(&[kind.as_str()]);
         }
         m
     }

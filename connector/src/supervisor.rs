@@ -110,6 +110,14 @@ enum DialError {
 impl Supervisor {
     /// Starts every slot; they run until `cancel` fires.
     pub fn start(self: &Arc<Self>, cancel: &CancellationToken) -> Vec<JoinHandle<()>> {
+        // Every edge's series exist from the start at zero, so the
+        // dashboards' per-edge rates show 0 rather than no data.
+        for edge in &self.edges {
+            let address = edge.address.as_str();
+            self.metrics.reconnects.with_label_values(&[address]);
+            self.metrics.connect_errors.with_label_values(&[address]);
+            self.metrics.drains.with_label_values(&[address]);
+        }
         (0..self.ha_connections)
             .map(|slot| tokio::spawn(self.clone().run_slot(slot, cancel.clone())))
             .collect()

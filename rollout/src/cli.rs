@@ -161,11 +161,16 @@ pub enum Command {
         id: String,
     },
     /// Serve the controller's HTTP API: Salt pillar of assigned releases,
-    /// rollout status, metrics.
+    /// rollout status, metrics, and Alertmanager's webhook.
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9099", value_name = "ADDR")]
         listen: std::net::SocketAddr,
+        /// File holding the bearer token Alertmanager sends to the webhook
+        /// (POST /v1/alerts/alertmanager). Without it the webhook refuses
+        /// every delivery.
+        #[arg(long, env = "WARREN_WEBHOOK_TOKEN_FILE", value_name = "FILE")]
+        webhook_token_file: Option<PathBuf>,
     },
 }
 
@@ -226,10 +231,41 @@ impl Connect {
             .ok_or_else(|| missing("--prometheus", "PROMETHEUS_URL"))?;
         let salt =
             SaltApi::new(&salt_url, &user, secret).map_err(|e| ConfigError(e.to_string()))?;
+        let alertmanager = c
+            .alertmanager
+            .as_deref()
+            .map(crate::alerts::Alertmanager::new)
+            .transpose()
+            .map_err(|e| ConfigError(format!("--alertmanager: {e}")))?;
+        let grafana = match &c.grafana {
+            None => None,
+            Some(url) => {
+                let token = c
+                    .grafana_token_file
+                    .as_deref()
+                    .map(|path| {
+                        std::fs::read_to_string(path)
+                            .map(|t| t.trim().to_string())
+                            .map_err(|e| {
+                                ConfigError(format!(
+                                    "cannot read Grafana token file {}: {e}",
+                                    path.display()
+                                ))
+                            })
+                    })
+                    .transpose()?;
+                Some(
+                    crate::annotations::GrafanaClient::new(url, token)
+                        .map_err(|e| ConfigError(format!("--grafana: {e}")))?,
+                )
+            }
+        };
         Ok(Controller {
             salt,
             prometheus: Prometheus::new(&prometheus),
             dashboards: c.dashboards.unwrap_or_else(crate::grafana::default_dir),
+            alertmanager,
+            grafana,
         })
     }
 }

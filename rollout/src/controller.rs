@@ -39,6 +39,10 @@ pub struct Controller {
     pub prometheus: Prometheus,
     /// Where dashboards for panel gates are read.
     pub dashboards: PathBuf,
+    /// Alertmanager, polled for firing alerts while a rollout runs.
+    pub alertmanager: Option<crate::alerts::Alertmanager>,
+    /// Grafana, for annotations.
+    pub grafana: Option<crate::annotations::GrafanaClient>,
 }
 
 impl Controller {
@@ -91,7 +95,7 @@ impl Controller {
         let (inventory, matches) = self.inventory(spec).await?;
         let mut plan = Plan::build(spec, &inventory, &matches);
         for gate in &spec.gates {
-            let check = match self.resolve(gate) {
+            let check = match self.resolve(gate, spec) {
                 Ok((query, condition)) => {
                     let m = self.measure(&query, &condition).await;
                     GateCheck::from_measurement(&gate.name, &query, &condition, &m)
@@ -109,8 +113,9 @@ impl Controller {
         Ok(plan)
     }
 
-    /// A gate's query and condition (a panel gate's from its dashboard).
-    pub fn resolve(&self, gate: &Gate) -> Result<(String, Condition), String> {
+    /// A gate's query and condition (a panel gate's from its dashboard, with
+    /// `$version` and `$component` set to the spec's).
+    pub fn resolve(&self, gate: &Gate, spec: &Spec) -> Result<(String, Condition), String> {
         match &gate.source {
             GateSource::Query { query, condition } => Ok((query.clone(), *condition)),
             GateSource::Grafana {
@@ -118,7 +123,11 @@ impl Controller {
                 panel,
                 condition,
             } => {
-                let p = grafana::panel_gate(&self.dashboards, dashboard, panel)
+                let vars = grafana::Variables::from([
+                    ("version", spec.version.clone()),
+                    ("component", spec.component.as_str().to_string()),
+                ]);
+                let p = grafana::panel_gate(&self.dashboards, dashboard, panel, &vars)
                     .map_err(|e| e.to_string())?;
                 Ok((p.query, condition.unwrap_or(p.condition)))
             }

@@ -14,12 +14,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{self, Source};
+use crate::annotations::Annotator;
 use crate::controller::Controller;
 use crate::gate::{self, Analysis, Limits, Phase};
 use crate::plan::Plan;
 use crate::spec::{Component, GateLength, Spec};
-use crate::store::{Event, Release, RolloutId, RolloutState, Step, Store, StoreError};
+use crate::store::{AlertRecord, Event, Release, RolloutId, RolloutState, Step, Store, StoreError};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +70,45 @@ enum BatchEnd {
     Done,
     Fail(String),
     Pause(String),
+    /// A person paused the rollout from another process.
+    Interrupted(String),
+    /// An alert matched: roll back now.
+    Alarm,
+}
+
+enum StagesEnd {
+    Succeeded,
+    Fail(String),
+    Pause(String),
+    Interrupted(String),
+    Alarm,
+}
+
+/// How often the journal is checked for alerts the webhook recorded.
+const ALERT_CHECK: Duration = Duration::from_millis(250);
+/// How often Alertmanager is asked for firing alerts (the pull path).
+const ALERT_POLL: Duration = Duration::from_secs(1);
+/// How long a finished run waits for Grafana before exiting.
+const ANNOTATION_FLUSH: Duration = Duration::from_secs(5);
+
+/// Runs `work` unless the alarm goes off first (`None`).
+async fn unless_alarm<T>(alarm: &CancellationToken, work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = alarm.cancelled() => None,
+        v = work => Some(v),
+    }
+}
+
+/// `Name{label="value", ...}` of an alert's labels.
+fn describe_labels(labels: &BTreeMap<String, String>) -> String {
+    let name = labels.get("alertname").map_or("alert", String::as_str);
+    let rest: Vec<String> = labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != "alertname")
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .collect();
+    format!("{name}{{{}}}", rest.join(","))
 }
 
 /// Runs rollouts against the controller's outside systems and the store.
@@ -103,15 +145,22 @@ impl Engine<'_> {
             source: spec.artifact.url.clone(),
             sha256: spec.artifact.sha256.clone(),
         };
+        let marks = self.annotator(id, &spec);
         if rec.summary.state == RolloutState::RollingBack {
             let history = self.store.history(id).await?;
-            let reason = history
+            let started = history
                 .iter()
                 .rev()
-                .find(|s| s.event.kind == "rollback_started")
+                .find(|s| s.event.kind == "rollback_started");
+            let reason = started
                 .and_then(|s| s.event.detail["reason"].as_str().map(str::to_string))
                 .unwrap_or_else(|| "resumed rollback".into());
-            return self.rollback(id, &spec, &touched(&history), reason).await;
+            let cause = started.map_or(json!(null), |s| s.event.detail["cause"].clone());
+            let outcome = self
+                .rollback(id, &spec, &touched(&history), reason, cause, &marks)
+                .await;
+            marks.flush(ANNOTATION_FLUSH).await;
+            return outcome;
         }
         match rec.summary.state {
             RolloutState::Running => {}
@@ -125,18 +174,117 @@ impl Engine<'_> {
                 )));
             }
         }
+        // Alerts are watched beside the work: the watcher raises the alarm,
+        // and the work stops at its next wait (a Salt job, a version check,
+        // a bake tick), not at the end of the bake.
+        let alarm = CancellationToken::new();
+        let work = self.stages(id, &spec, &plan, &release, &alarm, &marks);
+        let watch = self.watch_alerts(id, &alarm);
+        tokio::pin!(work, watch);
+        let end = tokio::select! {
+            end = &mut work => end,
+            found = &mut watch => match found {
+                Ok(()) => work.await,
+                Err(e) => Err(e),
+            },
+        };
+        let outcome = match end {
+            Ok(StagesEnd::Succeeded) => {
+                self.store.set_state(id, RolloutState::Succeeded).await?;
+                marks.point(&format!("{component} {} rollout succeeded", spec.version));
+                self.say(&format!(
+                    "rollout {id} succeeded: {component} {} everywhere planned",
+                    spec.version
+                ));
+                Ok(Outcome::Succeeded)
+            }
+            Ok(StagesEnd::Fail(reason)) => {
+                let touched = touched(&self.store.history(id).await?);
+                self.rollback(id, &spec, &touched, reason, json!(null), &marks)
+                    .await
+            }
+            Ok(StagesEnd::Alarm) => {
+                let alert = self.store.rollout_alerts(id).await?.into_iter().next();
+                let (reason, cause) = match &alert {
+                    Some(a) => (
+                        format!(
+                            "alert {} firing (received by {}, matches `{}`)",
+                            describe_labels(&a.labels),
+                            a.source,
+                            a.selector
+                        ),
+                        json!({"alert": a}),
+                    ),
+                    None => ("an alert fired".to_string(), json!(null)),
+                };
+                let touched = touched(&self.store.history(id).await?);
+                let outcome = self
+                    .rollback(id, &spec, &touched, reason, cause, &marks)
+                    .await;
+                if let (Some(a), Ok(_)) = (&alert, &outcome) {
+                    self.print_timeline(id, a).await;
+                }
+                outcome
+            }
+            Ok(StagesEnd::Pause(reason)) => {
+                self.journal(id, "paused", json!({"reason": reason}), None)
+                    .await?;
+                self.store.set_state(id, RolloutState::Paused).await?;
+                marks.point(&format!("paused: {reason}"));
+                self.say(&format!(
+                    "PAUSED: {reason}; run `rollout resume {id}` or `rollout abort {id}`"
+                ));
+                Ok(Outcome::Paused(reason))
+            }
+            Ok(StagesEnd::Interrupted(reason)) => {
+                self.say(&format!("stopping: rollout {id} was {reason}"));
+                Ok(Outcome::Paused(reason))
+            }
+            Err(e) => Err(e),
+        };
+        let (sent, failed) = marks.flush(ANNOTATION_FLUSH).await;
+        if failed > 0 {
+            self.say(&format!(
+                "grafana: {failed} annotation(s) could not be written ({sent} written); the rollout did not wait for them"
+            ));
+        }
+        outcome
+    }
+
+    /// Every batch not done yet, in order, until one fails, pauses, or the
+    /// alarm goes off.
+    async fn stages(
+        &self,
+        id: &RolloutId,
+        spec: &Spec,
+        plan: &Plan,
+        release: &Release,
+        alarm: &CancellationToken,
+        marks: &Annotator,
+    ) -> Result<StagesEnd, EngineError> {
+        let component = spec.component;
         let done = self.store.batches_done(id).await?;
         let history = self.store.history(id).await?;
         let mut touched = touched(&history);
         for (si, stage) in plan.stages.iter().enumerate() {
+            let stage_mark = format!("stage {} `{}`", si + 1, stage.cohort);
+            let mut opened = false;
             for batch in &stage.batches {
                 if done.contains(&(si, batch.index)) {
                     continue;
                 }
+                if alarm.is_cancelled() {
+                    return Ok(StagesEnd::Alarm);
+                }
                 if let Some(state) = self.interrupted(id).await? {
-                    let reason = format!("{state} by a person");
-                    self.say(&format!("stopping: rollout {id} was {reason}"));
-                    return Ok(Outcome::Paused(reason));
+                    return Ok(StagesEnd::Interrupted(format!("{state} by a person")));
+                }
+                if !opened {
+                    marks.open(
+                        &stage_mark,
+                        &format!("{component} {}: {stage_mark} started", spec.version),
+                    );
+                    opened = true;
                 }
                 self.say(&format!(
                     "stage {}/{} `{}`, batch {}/{}: {}",
@@ -160,11 +308,11 @@ impl Engine<'_> {
                         Some(host),
                     )
                     .await?;
-                    self.store.assign(host, component, &release).await?;
+                    self.store.assign(host, component, release).await?;
                     touched.push((host.clone(), previous));
                 }
                 let end = self
-                    .batch(id, &spec, &history, si, &batch.hosts, &release)
+                    .batch(id, spec, &history, (si, &batch.hosts), release, alarm)
                     .await?;
                 match end {
                     BatchEnd::Done => {
@@ -176,26 +324,111 @@ impl Engine<'_> {
                         ));
                     }
                     BatchEnd::Fail(reason) => {
-                        return self.rollback(id, &spec, &touched, reason).await;
+                        marks.close(&stage_mark, &format!("{stage_mark} failed: {reason}"));
+                        return Ok(StagesEnd::Fail(reason));
                     }
                     BatchEnd::Pause(reason) => {
-                        self.journal(id, "paused", json!({"reason": reason}), None)
-                            .await?;
-                        self.store.set_state(id, RolloutState::Paused).await?;
-                        self.say(&format!(
-                            "PAUSED: {reason}; run `rollout resume {id}` or `rollout abort {id}`"
-                        ));
-                        return Ok(Outcome::Paused(reason));
+                        marks.close(&stage_mark, &format!("{stage_mark} paused"));
+                        return Ok(StagesEnd::Pause(reason));
+                    }
+                    BatchEnd::Interrupted(reason) => {
+                        marks.close(&stage_mark, &format!("{stage_mark} paused"));
+                        return Ok(StagesEnd::Interrupted(reason));
+                    }
+                    BatchEnd::Alarm => {
+                        marks.close(&stage_mark, &format!("{stage_mark} stopped by an alert"));
+                        return Ok(StagesEnd::Alarm);
                     }
                 }
             }
+            if opened {
+                marks.close(&stage_mark, &format!("{stage_mark} done"));
+            }
         }
-        self.store.set_state(id, RolloutState::Succeeded).await?;
-        self.say(&format!(
-            "rollout {id} succeeded: {component} {} everywhere planned",
-            spec.version
+        Ok(StagesEnd::Succeeded)
+    }
+
+    /// Returns once an alert is recorded against the rollout (by the webhook
+    /// of `rollout serve`, or by this poll of Alertmanager) and raises the
+    /// alarm. Alertmanager being unreachable never stops the rollout: the
+    /// webhook still works, and the change is said once.
+    async fn watch_alerts(
+        &self,
+        id: &RolloutId,
+        alarm: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let mut next_poll = Instant::now();
+        let mut poll_error: Option<String> = None;
+        loop {
+            if let Some(a) = self.store.rollout_alerts(id).await?.first() {
+                self.say(&format!(
+                    "ALERT {} received by {}: stopping the rollout",
+                    describe_labels(&a.labels),
+                    a.source
+                ));
+                alarm.cancel();
+                return Ok(());
+            }
+            if let Some(am) = &self.controller.alertmanager
+                && Instant::now() >= next_poll
+            {
+                next_poll = Instant::now() + ALERT_POLL;
+                match am.firing().await {
+                    Ok(firing) => {
+                        if poll_error.take().is_some() {
+                            self.say("  alertmanager: reachable again");
+                        }
+                        alerts::route(self.store, &firing, Source::Poll).await?;
+                        continue;
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        if poll_error.as_ref() != Some(&e) {
+                            self.say(&format!(
+                                "  alertmanager: {e}; alerts still arrive by webhook"
+                            ));
+                            tracing::warn!(error = %e, "polling Alertmanager failed");
+                        }
+                        poll_error = Some(e);
+                    }
+                }
+            }
+            tokio::time::sleep(ALERT_CHECK).await;
+        }
+    }
+
+    /// Prints when the alert started, when it was received, and when the
+    /// rollback started and ended, from the journal.
+    async fn print_timeline(&self, id: &RolloutId, alert: &AlertRecord) {
+        let Ok(history) = self.store.history(id).await else {
+            return;
+        };
+        let at = |kind: &str| {
+            history
+                .iter()
+                .rev()
+                .find(|s| s.event.kind == kind)
+                .map(|s| s.at)
+        };
+        let start = alert.starts_at_ms.unwrap_or(alert.received_at_ms);
+        let mut lines = vec![("alert firing (startsAt)".to_string(), start)];
+        lines.push((
+            format!("alert received by {}", alert.source),
+            alert.received_at_ms,
         ));
-        Ok(Outcome::Succeeded)
+        if let Some(t) = at("rollback_started") {
+            lines.push(("rollback started".into(), t));
+        }
+        if let Some(t) = at("rolled_back") {
+            lines.push(("rollback done: every touched host back".into(), t));
+        }
+        self.say("timeline:");
+        for (what, t) in lines {
+            self.say(&format!(
+                "  {:>+7.1} s  {what}",
+                (t - start) as f64 / 1000.0
+            ));
+        }
     }
 
     async fn batch(
@@ -203,9 +436,9 @@ impl Engine<'_> {
         id: &RolloutId,
         spec: &Spec,
         history: &[Step],
-        stage: usize,
-        hosts: &[String],
+        (stage, hosts): (usize, &[String]),
         release: &Release,
+        alarm: &CancellationToken,
     ) -> Result<BatchEnd, EngineError> {
         let component = spec.component;
         let same_batch = |s: &Step, kind: &str| {
@@ -253,11 +486,13 @@ impl Engine<'_> {
                     }
                 };
                 salt.wait_job(&jid, hosts, spec.timeouts.salt_job).await
-            }
-            .await;
-            let report = match report {
-                Ok(r) => r,
-                Err(e) => return Ok(BatchEnd::Fail(format!("salt-api failed: {e}"))),
+            };
+            // The job goes on in Salt when the alarm stops the wait; the
+            // rollback's own state runs queue behind it.
+            let report = match unless_alarm(alarm, report).await {
+                None => return Ok(BatchEnd::Alarm),
+                Some(Ok(r)) => r,
+                Some(Err(e)) => return Ok(BatchEnd::Fail(format!("salt-api failed: {e}"))),
             };
             let detail =
                 json!({"stage": stage, "hosts": hosts, "jid": report.jid, "returns": report.hosts});
@@ -277,16 +512,16 @@ impl Engine<'_> {
                 )));
             }
         }
-        if let Err(reason) = self
-            .confirm(
-                component,
-                &release.version,
-                hosts,
-                spec.timeouts.version_confirm,
-            )
-            .await
-        {
-            return Ok(BatchEnd::Fail(reason));
+        let confirmed = self.confirm(
+            component,
+            &release.version,
+            hosts,
+            spec.timeouts.version_confirm,
+        );
+        match unless_alarm(alarm, confirmed).await {
+            None => return Ok(BatchEnd::Alarm),
+            Some(Err(reason)) => return Ok(BatchEnd::Fail(reason)),
+            Some(Ok(())) => {}
         }
         self.journal(
             id,
@@ -302,7 +537,7 @@ impl Engine<'_> {
             hosts.join(", ")
         ));
         let bake = spec.cohorts.get(stage).map_or(Duration::ZERO, |c| c.bake);
-        self.bake(id, spec, stage, bake).await
+        self.bake(id, spec, stage, bake, alarm).await
     }
 
     /// Waits until Prometheus shows `version` on every host.
@@ -354,11 +589,12 @@ impl Engine<'_> {
         spec: &Spec,
         stage: usize,
         bake: Duration,
+        alarm: &CancellationToken,
     ) -> Result<BatchEnd, EngineError> {
         let started = Instant::now();
         let mut gates = Vec::new();
         for g in &spec.gates {
-            match self.controller.resolve(g) {
+            match self.controller.resolve(g, spec) {
                 Ok((query, condition)) => {
                     gates.push((g, query, condition, Analysis::new(Limits::of(g)), started))
                 }
@@ -371,6 +607,9 @@ impl Engine<'_> {
             gates.len()
         ));
         loop {
+            if alarm.is_cancelled() {
+                return Ok(BatchEnd::Alarm);
+            }
             let now = Instant::now();
             for (g, query, condition, analysis, due) in gates.iter_mut() {
                 let counted_out = g
@@ -380,7 +619,10 @@ impl Engine<'_> {
                     continue;
                 }
                 *due = now + g.interval;
-                let m = self.controller.measure(query, condition).await;
+                let Some(m) = unless_alarm(alarm, self.controller.measure(query, condition)).await
+                else {
+                    return Ok(BatchEnd::Alarm);
+                };
                 let outcome = gate::assess(condition, g.no_data, &m);
                 let phase = analysis.record(outcome);
                 let value = match &m {
@@ -414,11 +656,16 @@ impl Engine<'_> {
                 break;
             }
             if let Some(state) = self.interrupted(id).await? {
-                return Ok(BatchEnd::Pause(format!(
+                return Ok(BatchEnd::Interrupted(format!(
                     "{state} by a person during the bake"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            if unless_alarm(alarm, tokio::time::sleep(Duration::from_millis(250)))
+                .await
+                .is_none()
+            {
+                return Ok(BatchEnd::Alarm);
+            }
         }
         for (g, _, _, analysis, _) in gates.iter_mut() {
             if matches!(g.length, GateLength::UntilBakeEnds) || !analysis.phase().is_final() {
@@ -438,11 +685,19 @@ impl Engine<'_> {
         spec: &Spec,
         touched: &[(String, Option<Release>)],
         reason: String,
+        cause: serde_json::Value,
+        marks: &Annotator,
     ) -> Result<Outcome, EngineError> {
         let component = spec.component;
         self.say(&format!("ROLLING BACK: {reason}"));
-        self.journal(id, "rollback_started", json!({"reason": reason}), None)
-            .await?;
+        self.journal(
+            id,
+            "rollback_started",
+            json!({"reason": reason, "cause": cause}),
+            None,
+        )
+        .await?;
+        marks.open("rollback", &format!("rollback: {reason}"));
         self.store.set_state(id, RolloutState::RollingBack).await?;
         let mut failed = Vec::new();
         let mut expected: BTreeMap<String, String> = BTreeMap::new();
@@ -507,6 +762,10 @@ impl Engine<'_> {
             )
             .await?;
             self.store.set_state(id, RolloutState::RolledBack).await?;
+            marks.close(
+                "rollback",
+                "rolled back: every touched host is on its previous release",
+            );
             self.say(&format!(
                 "rolled back: every touched host is on its previous release ({reason})"
             ));
@@ -516,6 +775,7 @@ impl Engine<'_> {
             self.journal(id, "rollback_failed", json!({"reason": why}), None)
                 .await?;
             self.store.set_state(id, RolloutState::Failed).await?;
+            marks.close("rollback", &format!("rollback failed: {why}"));
             Ok(Outcome::Failed(why))
         }
     }
@@ -538,19 +798,36 @@ impl Engine<'_> {
             )));
         }
         let history = self.store.history(id).await?;
+        let marks = self.annotator(id, &rec.spec);
         let outcome = self
             .rollback(
                 id,
                 &rec.spec,
                 &touched(&history),
                 format!("aborted: {reason}"),
+                json!({"aborted_by": reason}),
+                &marks,
             )
-            .await?;
+            .await;
+        marks.flush(ANNOTATION_FLUSH).await;
+        let outcome = outcome?;
         if let Outcome::RolledBack(why) = outcome {
             self.store.set_state(id, RolloutState::Aborted).await?;
             return Ok(Outcome::RolledBack(why));
         }
         Ok(outcome)
+    }
+
+    /// Grafana annotations for this rollout, tagged so the dashboards'
+    /// `rollout` annotation query shows them; a no-op without Grafana.
+    fn annotator(&self, id: &RolloutId, spec: &Spec) -> Annotator {
+        let tags = vec![
+            "rollout".to_string(),
+            spec.component.as_str().to_string(),
+            spec.version.clone(),
+            id.to_string(),
+        ];
+        Annotator::spawn(self.controller.grafana.clone(), tags)
     }
 
     async fn journal(

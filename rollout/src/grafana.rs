@@ -55,8 +55,17 @@ pub fn default_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("grafana/dashboards"))
 }
 
+/// Dashboard variables with a value for a gate: the rollout's `version`
+/// and `component`. Every other variable matches everything.
+pub type Variables = std::collections::BTreeMap<&'static str, String>;
+
 /// Finds dashboard `uid` in `dir` and turns panel `title` into a gate.
-pub fn panel_gate(dir: &Path, uid: &str, title: &str) -> Result<PanelGate, PanelError> {
+pub fn panel_gate(
+    dir: &Path,
+    uid: &str,
+    title: &str,
+    vars: &Variables,
+) -> Result<PanelGate, PanelError> {
     let dashboard = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -70,11 +79,16 @@ pub fn panel_gate(dir: &Path, uid: &str, title: &str) -> Result<PanelGate, Panel
             uid: uid.into(),
             dir: dir.display().to_string(),
         })?;
-    from_dashboard(&dashboard, uid, title)
+    from_dashboard(&dashboard, uid, title, vars)
 }
 
 /// Turns panel `title` of a dashboard model into a gate.
-pub fn from_dashboard(dashboard: &Value, uid: &str, title: &str) -> Result<PanelGate, PanelError> {
+pub fn from_dashboard(
+    dashboard: &Value,
+    uid: &str,
+    title: &str,
+    vars: &Variables,
+) -> Result<PanelGate, PanelError> {
     let unusable = |what| PanelError::Unusable {
         uid: uid.into(),
         title: title.into(),
@@ -101,7 +115,7 @@ pub fn from_dashboard(dashboard: &Value, uid: &str, title: &str) -> Result<Panel
         .and_then(|s| s["value"].as_f64())
         .ok_or_else(|| unusable("has no red threshold step"))?;
     Ok(PanelGate {
-        query: expand_variables(expr),
+        query: expand_variables(expr, vars),
         condition: Condition {
             op: CompareOp::Lt,
             threshold: red,
@@ -109,9 +123,11 @@ pub fn from_dashboard(dashboard: &Value, uid: &str, title: &str) -> Result<Panel
     })
 }
 
-/// Replaces `$name` and `${name}` dashboard variables with `.*`, so the gate
-/// sees the whole fleet (every variable is used inside `=~` matchers).
-fn expand_variables(expr: &str) -> String {
+/// Replaces `$name` and `${name}` dashboard variables: those in `vars` with
+/// their value, regex-escaped, the rest with `.*`, so a panel filtered by
+/// `$version` measures the release being rolled out across the whole fleet
+/// (every variable is used inside `=~` matchers).
+fn expand_variables(expr: &str, vars: &Variables) -> String {
     let mut out = String::with_capacity(expr.len());
     let mut chars = expr.chars().peekable();
     while let Some(c) = chars.next() {
@@ -119,22 +135,24 @@ fn expand_variables(expr: &str) -> String {
             out.push(c);
             continue;
         }
+        let mut name = String::new();
         if chars.peek() == Some(&'{') {
             chars.next();
             for c in chars.by_ref() {
                 if c == '}' {
                     break;
                 }
+                name.push(c);
             }
         } else {
-            while chars
-                .peek()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
-            {
-                chars.next();
+            while let Some(c) = chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_') {
+                name.push(c);
             }
         }
-        out.push_str(".*");
+        match vars.get(name.as_str()) {
+            Some(v) => out.push_str(&regex::escape(v)),
+            None => out.push_str(".*"),
+        }
     }
     out
 }
@@ -148,11 +166,15 @@ mod tests {
     fn takes_the_first_query_and_the_red_step() {
         let d = json!({"uid": "d", "panels": [{"title": "Error ratio", "targets": [{"expr": "sum(rate(x{dc=~\"$datacenter\",c=~\"${cohort}\"}[1m]))"}],
             "fieldConfig": {"defaults": {"thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": null}, {"color": "red", "value": 0.05}]}}}}]});
-        let g = from_dashboard(&d, "d", "Error ratio").unwrap();
+        let none = Variables::new();
+        let g = from_dashboard(&d, "d", "Error ratio", &none).unwrap();
         assert_eq!(g.query, "sum(rate(x{dc=~\".*\",c=~\".*\"}[1m]))");
         assert!(g.condition.holds(0.01) && !g.condition.holds(0.05));
+        let pinned = Variables::from([("cohort", "v1.2".to_string())]);
+        let g = from_dashboard(&d, "d", "Error ratio", &pinned).unwrap();
+        assert_eq!(g.query, "sum(rate(x{dc=~\".*\",c=~\"v1\\.2\"}[1m]))");
         assert!(matches!(
-            from_dashboard(&d, "d", "Nope"),
+            from_dashboard(&d, "d", "Nope", &none),
             Err(PanelError::NoPanel { .. })
         ));
     }
@@ -160,11 +182,12 @@ mod tests {
     #[test]
     fn the_repository_dashboards_give_gates() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../grafana/dashboards");
-        let g = panel_gate(&dir, "warren-edge", "Error ratio (5xx)").unwrap();
+        let none = Variables::new();
+        let g = panel_gate(&dir, "warren-edge", "Error ratio (5xx)", &none).unwrap();
         assert!(g.query.contains("edge_requests_total"), "{}", g.query);
         assert_eq!(g.condition.threshold, 0.05);
         assert!(matches!(
-            panel_gate(&dir, "nope", "x"),
+            panel_gate(&dir, "nope", "x", &none),
             Err(PanelError::NoDashboard { .. })
         ));
     }

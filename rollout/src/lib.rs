@@ -3,6 +3,8 @@
 //! back by itself.
 #![warn(missing_docs)]
 
+pub mod alerts;
+pub mod annotations;
 pub mod cli;
 pub mod controller;
 pub mod engine;

@@ -246,7 +246,23 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Resume { id } => resume_or_abort(cli.connect, RolloutId(id), false).await,
         Command::Abort { id } => resume_or_abort(cli.connect, RolloutId(id), true).await,
-        Command::Serve { listen } => {
+        Command::Serve {
+            listen,
+            webhook_token_file,
+        } => {
+            let webhook_token = match webhook_token_file
+                .as_deref()
+                .map(rollout::serve::WebhookToken::read)
+            {
+                None => {
+                    tracing::warn!(
+                        "no --webhook-token-file: the Alertmanager webhook refuses every delivery"
+                    );
+                    None
+                }
+                Some(Ok(token)) => Some(token),
+                Some(Err(e)) => return fail(daemon::EXIT_CONFIG as u8, &e.to_string()),
+            };
             let store = match open_store(&cli.connect).await {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -267,8 +283,14 @@ async fn run(cli: Cli) -> ExitCode {
                 tracing::info!(signal, "stopping");
                 stop.cancel();
             });
+            // The bound address, so `--listen 127.0.0.1:0` can be found.
+            let listen = listener.local_addr().unwrap_or(listen);
             tracing::info!(%listen, "rollout controller API listening");
-            match rollout::serve::serve(listener, store, cancel).await {
+            let api = rollout::serve::Api {
+                store,
+                webhook_token,
+            };
+            match rollout::serve::serve(listener, api, cancel).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(1, &format!("serve failed: {e}")),
             }

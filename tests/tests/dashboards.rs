@@ -265,7 +265,7 @@ fn gate_panels_have_the_agreed_queries_and_thresholds() {
         assert_eq!(
             first_expr(errors),
             format!(
-                r#"sum(rate({component}_requests_total{{status_class="5xx",{m}}}[1m])) / sum(rate({component}_requests_total{{{m}}}[1m]))"#
+                r#"(sum(rate({component}_requests_total{{status_class="5xx",{m}}}[1m])) or sum(rate({component}_requests_total{{{m}}}[1m])) * 0) / sum(rate({component}_requests_total{{{m}}}[1m]))"#
             )
         );
         let p99 = panel(d, "p99 latency");

@@ -1,12 +1,13 @@
-//! The README's main job, run as a user runs it: it must end with every edge
-//! on the new version and leave no process behind.
+//! The README's main job, run as a user runs it: edge v2 over the whole
+//! fleet, then a bad v3 that a real alert rolls back, every edge ending on
+//! v2, and no process left behind.
 
 use std::process::Command;
 
 use tests::bins::bin;
 
 #[test]
-fn the_main_job_rolls_edge_v2_over_the_whole_local_fleet() {
+fn the_main_job_rolls_v2_out_and_lets_an_alert_roll_the_bad_v3_back() {
     let out = Command::new(bin("demo")).output().expect("run the demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -15,15 +16,38 @@ fn the_main_job_rolls_edge_v2_over_the_whole_local_fleet() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("succeeded"), "{stdout}");
-    let versions: Vec<&str> = stdout
-        .lines()
-        .skip_while(|l| !l.contains("edge versions in Prometheus"))
-        .skip(1)
-        .take_while(|l| l.trim_start().starts_with("edge-"))
-        .collect();
-    assert_eq!(versions.len(), 6, "{stdout}");
+    // Both version tables (after v2, after v3's rollback) show v2 everywhere.
+    let mut tables = 0;
+    let mut lines = stdout.lines().peekable();
+    while let Some(line) = lines.next() {
+        if !line.contains("edge versions in Prometheus") {
+            continue;
+        }
+        tables += 1;
+        let mut rows = 0;
+        while let Some(row) = lines.next_if(|l| l.trim_start().starts_with("edge-")) {
+            assert!(row.trim_end().ends_with("v2"), "{row}\n{stdout}");
+            rows += 1;
+        }
+        assert_eq!(rows, 6, "{stdout}");
+    }
+    assert_eq!(tables, 2, "{stdout}");
+    // The timeline of the alert rollback, every moment known.
+    for moment in [
+        "first bad sample",
+        "alert firing",
+        "alert received by",
+        "rollback started",
+        "every touched host back on the good release",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(moment))
+            .unwrap_or_else(|| panic!("no `{moment}` in the timeline:\n{stdout}"));
+        assert!(line.contains(" s "), "`{moment}` has no time: {line}");
+    }
     assert!(
-        versions.iter().all(|l| l.trim_end().ends_with("v2")),
+        stdout.contains("ALERT EdgeReleaseErrorRatioHigh"),
         "{stdout}"
     );
 }

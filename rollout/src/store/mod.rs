@@ -24,7 +24,14 @@ use crate::spec::{Component, Spec};
 mod tests;
 
 /// Embedded migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (
+        2,
+        "rollout_alerts",
+        include_str!("migrations/0002_rollout_alerts.sql"),
+    ),
+];
 
 /// Key of the PostgreSQL advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x5741_5252_454e; // "WARREN"
@@ -251,6 +258,26 @@ pub struct RolloutRecord {
     pub spec: Spec,
     /// The plan it applies.
     pub plan: Plan,
+}
+
+/// A firing alert recorded against a rollout. Also the detail of the
+/// rollout's `alert` journal entry, field for field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// Alertmanager's fingerprint of the alert's labels.
+    pub fingerprint: String,
+    /// The alert's labels.
+    pub labels: BTreeMap<String, String>,
+    /// When the alert started, RFC 3339 as Alertmanager sent it.
+    pub starts_at: String,
+    /// The same in epoch milliseconds, when it could be read.
+    pub starts_at_ms: Option<i64>,
+    /// How it arrived: `webhook` or `poll`.
+    pub source: String,
+    /// The spec's rollback selector it matched, as written.
+    pub selector: String,
+    /// When the controller received it, epoch milliseconds.
+    pub received_at_ms: i64,
 }
 
 /// The store. Cheap to clone (a pool).
@@ -596,23 +623,101 @@ impl Store {
             .collect()
     }
 
-    /// Records an alert by fingerprint; `true` the first time, `false` when
-    /// it was seen before (webhook retries, the periodic pull).
-    pub async fn record_alert(
+    /// Records a firing alert against a rollout once per fingerprint (the
+    /// first delivery wins: webhook retries and later polls change nothing)
+    /// and, when new, journals `alert` with the record as detail in the same
+    /// transaction. `true` when recorded now. Only a running or paused
+    /// rollout records alerts: once it rolls back or has ended there is
+    /// nothing left for an alert to stop, so this returns `false`.
+    pub async fn record_rollout_alert(
         &self,
-        fingerprint: &str,
-        rollout: Option<&RolloutId>,
+        id: &RolloutId,
+        alert: &AlertRecord,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO alerts_seen (fingerprint, rollout_id, seen_at) VALUES ($1, $2, $3)
-             ON CONFLICT (fingerprint) DO NOTHING",
+        let detail = serde_json::to_value(alert).map_err(|e| StoreError::Corrupt {
+            what: "alert",
+            reason: e.to_string(),
+        })?;
+        let event = Event::new("alert", detail);
+        let mut attempt = 1;
+        loop {
+            match self.try_record_alert(id, alert, &event).await {
+                // Another connection appended to this journal at the same
+                // moment (PostgreSQL) and took our sequence number: again.
+                Err(StoreError::Database(e)) if is_unique_violation(&e) && attempt < 3 => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_record_alert(
+        &self,
+        id: &RolloutId,
+        alert: &AlertRecord,
+        event: &Event,
+    ) -> Result<bool, StoreError> {
+        let labels = serde_json::to_string(&alert.labels).map_err(|e| StoreError::Corrupt {
+            what: "alert labels",
+            reason: e.to_string(),
+        })?;
+        let mut tx = self.write_tx().await?;
+        let state = self.require(&mut tx, id).await?;
+        if !matches!(state, RolloutState::Running | RolloutState::Paused) {
+            return Ok(false);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO rollout_alerts (rollout_id, fingerprint, labels, starts_at,
+                 starts_at_ms, source, selector, received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (rollout_id, fingerprint) DO NOTHING",
         )
-        .bind(fingerprint)
-        .bind(rollout.map(|r| r.as_str().to_string()))
-        .bind(now_ms())
-        .execute(&self.pool)
+        .bind(id.as_str())
+        .bind(&alert.fingerprint)
+        .bind(labels)
+        .bind(&alert.starts_at)
+        .bind(alert.starts_at_ms)
+        .bind(&alert.source)
+        .bind(&alert.selector)
+        .bind(alert.received_at_ms)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let new = inserted.rows_affected() == 1;
+        if new {
+            append(&mut tx, id, event, now_ms()).await?;
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// The alerts recorded against a rollout, first received first (none
+    /// for an unknown rollout).
+    pub async fn rollout_alerts(&self, id: &RolloutId) -> Result<Vec<AlertRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT fingerprint, labels, starts_at, starts_at_ms, source, selector, received_at
+             FROM rollout_alerts WHERE rollout_id = $1 ORDER BY received_at, fingerprint",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let labels: String = r.try_get("labels")?;
+                Ok(AlertRecord {
+                    fingerprint: r.try_get("fingerprint")?,
+                    labels: serde_json::from_str(&labels).map_err(|e| StoreError::Corrupt {
+                        what: "alert labels",
+                        reason: e.to_string(),
+                    })?,
+                    starts_at: r.try_get("starts_at")?,
+                    starts_at_ms: r.try_get("starts_at_ms")?,
+                    source: r.try_get("source")?,
+                    selector: r.try_get("selector")?,
+                    received_at_ms: r.try_get("received_at")?,
+                })
+            })
+            .collect()
     }
 
     /// The rollout's journal, in order.
@@ -679,19 +784,22 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-        let spec: String = row.try_get("spec")?;
-        let plan: String = row.try_get("plan")?;
-        Ok(RolloutRecord {
-            summary: summary(&row)?,
-            spec: Spec::from_json(&spec).map_err(|e| StoreError::Corrupt {
-                what: "spec",
-                reason: e.to_string(),
-            })?,
-            plan: Plan::from_json(&plan).map_err(|e| StoreError::Corrupt {
-                what: "plan",
-                reason: e.to_string(),
-            })?,
-        })
+        record(&row)
+    }
+
+    /// The rollouts that are running or paused (those a firing alert rolls
+    /// back), with their specs, oldest first.
+    pub async fn running_or_paused(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, component, version, state, active, created_at, updated_at, spec, plan
+             FROM rollouts WHERE active = 1 AND (state = $1 OR state = $2)
+             ORDER BY created_at, id",
+        )
+        .bind(RolloutState::Running.as_str())
+        .bind(RolloutState::Paused.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record).collect()
     }
 
     /// The rollout's state, or `NotFound`.
@@ -758,6 +866,22 @@ fn summary(row: &AnyRow) -> Result<RolloutSummary, StoreError> {
         active: active == 1,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn record(row: &AnyRow) -> Result<RolloutRecord, StoreError> {
+    let spec: String = row.try_get("spec")?;
+    let plan: String = row.try_get("plan")?;
+    Ok(RolloutRecord {
+        summary: summary(row)?,
+        spec: Spec::from_json(&spec).map_err(|e| StoreError::Corrupt {
+            what: "spec",
+            reason: e.to_string(),
+        })?,
+        plan: Plan::from_json(&plan).map_err(|e| StoreError::Corrupt {
+            what: "plan",
+            reason: e.to_string(),
+        })?,
     })
 }
 

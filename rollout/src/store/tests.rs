@@ -378,13 +378,119 @@ async fn assignments_are_upserted(url: String) {
     );
 }
 
-async fn alerts_are_deduplicated(url: String) {
+fn alert(fingerprint: &str, source: &str, received_at_ms: i64) -> AlertRecord {
+    AlertRecord {
+        fingerprint: fingerprint.into(),
+        labels: BTreeMap::from([
+            ("alertname".into(), "EdgeReleaseErrorRatioHigh".into()),
+            ("component".into(), "edge".into()),
+        ]),
+        starts_at: "2026-11-27T04:50:01.123456789Z".into(),
+        starts_at_ms: Some(1_795_755_001_123),
+        source: source.into(),
+        selector: r#"{alertname="EdgeReleaseErrorRatioHigh"}"#.into(),
+        received_at_ms,
+    }
+}
+
+async fn alerts_are_recorded_once_per_rollout(url: String) {
     let store = Store::connect(&url).await.unwrap();
-    let id = begin(&store, "edge", "v2").await.unwrap();
-    assert!(store.record_alert("abc123", Some(&id)).await.unwrap());
-    assert!(!store.record_alert("abc123", Some(&id)).await.unwrap());
-    assert!(!store.record_alert("abc123", None).await.unwrap());
-    assert!(store.record_alert("def456", None).await.unwrap());
+    let edge = begin(&store, "edge", "v2").await.unwrap();
+    let first = alert("abc123", "webhook", 1000);
+    assert!(store.record_rollout_alert(&edge, &first).await.unwrap());
+    // A webhook retry, then the poll: the first delivery wins.
+    assert!(!store.record_rollout_alert(&edge, &first).await.unwrap());
+    let polled = alert("abc123", "poll", 2000);
+    assert!(!store.record_rollout_alert(&edge, &polled).await.unwrap());
+    assert_eq!(
+        store.rollout_alerts(&edge).await.unwrap(),
+        std::slice::from_ref(&first)
+    );
+    let journaled: Vec<Step> = store
+        .history(&edge)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.event.kind == "alert")
+        .collect();
+    assert_eq!(journaled.len(), 1);
+    assert_eq!(
+        journaled[0].event.detail,
+        serde_json::json!({
+            "fingerprint": "abc123",
+            "labels": {"alertname": "EdgeReleaseErrorRatioHigh", "component": "edge"},
+            "starts_at": "2026-11-27T04:50:01.123456789Z",
+            "starts_at_ms": 1_795_755_001_123i64,
+            "received_at_ms": 1000,
+            "source": "webhook",
+            "selector": r#"{alertname="EdgeReleaseErrorRatioHigh"}"#,
+        })
+    );
+    // The same fingerprint counts again for another rollout.
+    let connector = begin(&store, "connector", "v2").await.unwrap();
+    assert!(
+        store
+            .record_rollout_alert(&connector, &first)
+            .await
+            .unwrap()
+    );
+    // Another alert, without a readable start, on the first rollout.
+    let late = AlertRecord {
+        starts_at_ms: None,
+        ..alert("def456", "poll", 3000)
+    };
+    assert!(store.record_rollout_alert(&edge, &late).await.unwrap());
+    assert_eq!(store.rollout_alerts(&edge).await.unwrap(), [first, late]);
+    // A rollout that is rolling back or has ended records nothing.
+    store
+        .set_state(&connector, RolloutState::RollingBack)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .record_rollout_alert(&connector, &alert("ghi789", "webhook", 4000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.rollout_alerts(&connector).await.unwrap().len(), 1);
+    assert!(matches!(
+        store
+            .record_rollout_alert(&RolloutId("r-0-nope".into()), &alert("x", "poll", 1))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn running_or_paused_rollouts_are_listed(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    assert!(store.running_or_paused().await.unwrap().is_empty());
+    let edge = begin(&store, "edge", "v2").await.unwrap();
+    let connector = begin(&store, "connector", "v2").await.unwrap();
+    store.set_state(&edge, RolloutState::Paused).await.unwrap();
+    // Both created in the same millisecond have no set order.
+    let both: BTreeMap<RolloutId, Spec> = store
+        .running_or_paused()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.summary.id, r.spec))
+        .collect();
+    assert_eq!(
+        both,
+        BTreeMap::from([
+            (edge.clone(), spec("edge", "v2")),
+            (connector.clone(), spec("connector", "v2"))
+        ])
+    );
+    store
+        .set_state(&connector, RolloutState::RollingBack)
+        .await
+        .unwrap();
+    store
+        .set_state(&edge, RolloutState::Succeeded)
+        .await
+        .unwrap();
+    assert!(store.running_or_paused().await.unwrap().is_empty());
 }
 
 async fn migrations_run_once(url: String) {
@@ -455,7 +561,8 @@ both_backends!(
     journal_is_ordered_and_complete,
     finished_batches_are_remembered,
     assignments_are_upserted,
-    alerts_are_deduplicated,
+    alerts_are_recorded_once_per_rollout,
+    running_or_paused_rollouts_are_listed,
     migrations_run_once,
     concurrent_begin_has_one_winner,
 );

@@ -1,7 +1,9 @@
 //! The README's main job: a real local fleet (Salt master and minions,
 //! supervisord, Prometheus, Alertmanager, 6 edges in 3 data centers and 2
 //! connectors), then `rollout plan` and `rollout apply` of a new edge
-//! version over three cohorts with live progress, then `rollout status`.
+//! version over three cohorts with live progress, then `rollout status`;
+//! then a bad release that a real alert (Prometheus rule, Alertmanager,
+//! the controller's webhook) rolls back, with its timeline.
 //! Everything is torn down at the end.
 
 use std::process::Command;
@@ -9,34 +11,22 @@ use std::time::Instant;
 
 use tests::bins::bin;
 use tests::fleet::Fleet;
+use tests::fleet::spec::EdgeSpec;
+use tests::fleet::timeline::Timeline;
 
-const SPEC: &str = r#"component: edge
-version: {version}
-artifact:
-  url: {url}
-  sha256: {sha}
-cohorts:
-  - name: canary
-    target: G@cohort:canary and G@role:edge
-    batch: 1
-    bake: 10s
-  - name: ams-fra
-    target: G@role:edge and ( G@datacenter:ams or G@datacenter:fra )
-    batch: 50%
-    bake: 5s
-  - name: rest
-    target: G@role:edge
-    batch: 100%
-    bake: 5s
-gates:
-  - name: error-ratio
+/// The good release's gate: the edge dashboard's error-ratio panel, with
+/// its red threshold as the condition.
+const PANEL_GATE: &str = "  - name: error-ratio
     grafana:
       dashboard: warren-edge
       panel: Error ratio (5xx)
     interval: 2s
     count: 3
     no_data: pass
-"#;
+";
+
+/// The page that rolls the bad release back.
+const ALERT: &str = r#"{alertname="EdgeReleaseErrorRatioHigh", version="v3"}"#;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -52,12 +42,11 @@ async fn main() -> anyhow::Result<()> {
     let v2 = fleet.release("edge", "v2", &[]);
     println!("   {} sha256 {}", v2.source, v2.sha256);
     let spec = fleet.work.join("rollout.yaml");
-    std::fs::write(
-        &spec,
-        SPEC.replace("{version}", &v2.version)
-            .replace("{url}", &v2.source)
-            .replace("{sha}", &v2.sha256),
-    )?;
+    EdgeSpec::new(&v2, "5s")
+        .bakes("10s", "5s", "5s")
+        .middle_batch("50%")
+        .gates(PANEL_GATE)
+        .write(&spec);
     let plan = fleet.work.join("plan.json");
     let rollout = |args: &[&str]| {
         let mut cmd = Command::new(bin("rollout"));
@@ -91,6 +80,49 @@ async fn main() -> anyhow::Result<()> {
         versions.values().all(|v| v == "v2"),
         "not every edge is on v2"
     );
+
+    println!("\n== building release v3 of the edge, which answers half its requests with 500");
+    let v3 = fleet.release("edge", "v3", &["--fault-http-500-ratio", "0.5"]);
+    let bad_spec = fleet.work.join("rollout-v3.yaml");
+    EdgeSpec::new(&v3, "5s")
+        .bakes("2m", "5s", "5s")
+        .rollback_alert(ALERT)
+        .write(&bad_spec);
+    println!("   rolled back at once when this alert fires: {ALERT}");
+    println!(
+        "\n== rollout apply -f rollout-v3.yaml --yes (the canary bakes 2 minutes; the alert should not need them)"
+    );
+    let status = rollout(&[
+        "apply",
+        "-f",
+        bad_spec.to_str().unwrap_or_default(),
+        "--yes",
+    ])
+    .status()?;
+    anyhow::ensure!(
+        status.code() == Some(2),
+        "rollout apply of the bad release should end rolled back (exit 2), got {status}"
+    );
+    let id = fleet
+        .store
+        .list()
+        .await?
+        .into_iter()
+        .max_by_key(|r| r.created_at)
+        .map(|r| r.id)
+        .ok_or_else(|| anyhow::anyhow!("no rollout recorded"))?;
+    let timeline = Timeline::of(&fleet, &id, "v3").await;
+    println!("\n== timeline of rollout {id}");
+    print!("{}", timeline.render());
+    if let Some(s) = timeline.bad_sample_to_rolled_back() {
+        println!("   first bad sample to every host back: {s:.1} s");
+    }
+    let edges = fleet.ids(Some(tests::fleet::Role::Edge));
+    fleet.wait_versions("edge", "v2", &edges).await;
+    println!("\n== edge versions in Prometheus");
+    for (host, version) in fleet.prometheus.versions("edge").await? {
+        println!("   {host:<12} {version}");
+    }
     println!(
         "\ndone in {:.0?}; tearing the fleet down",
         started.elapsed()

@@ -172,8 +172,12 @@ pub(crate) fn targets(hosts: &[Host], role: Role) -> String {
     Value::Array(list).to_string()
 }
 
-/// Alertmanager: every alert to the controller's webhook (answering or not).
-pub(crate) fn alertmanager(webhook: &str) -> String {
+/// The controller's Alertmanager webhook.
+pub const WEBHOOK_PATH: &str = "/v1/alerts/alertmanager";
+
+/// Alertmanager: every alert to the controller's webhook (answering or
+/// not), with the bearer token read from `token_file`.
+pub(crate) fn alertmanager(webhook: &str, token_file: &Path) -> String {
     json!({
         "route": {
             "receiver": "controller",
@@ -182,7 +186,11 @@ pub(crate) fn alertmanager(webhook: &str) -> String {
             "group_interval": "1s",
             "repeat_interval": "1h",
         },
-        "receivers": [{"name": "controller", "webhook_configs": [{"url": webhook, "send_resolved": true}]}],
+        "receivers": [{"name": "controller", "webhook_configs": [{
+            "url": webhook,
+            "send_resolved": true,
+            "http_config": {"authorization": {"type": "Bearer", "credentials_file": token_file.display().to_string()}},
+        }]}],
     })
     .to_string()
 }

@@ -10,6 +10,8 @@
 
 pub mod config;
 pub mod pillar;
+pub mod spec;
+pub mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -161,6 +163,9 @@ pub struct Fleet {
     controller_proc: Option<Proc>,
     prometheus_proc: Option<Proc>,
     prometheus_addr: SocketAddr,
+    alertmanager_pid: u32,
+    /// The file holding the webhook's bearer token (Alertmanager and `rollout serve` read it).
+    pub webhook_token: PathBuf,
     minions: BTreeMap<String, Proc>,
     minion_dirs: BTreeMap<String, PathBuf>,
 }
@@ -360,12 +365,32 @@ impl Fleet {
         );
         write(
             &prom_dir.join("prometheus.yml"),
-            &prometheus(&prom_dir, &repo, alertmanager_addr, &[]),
+            &prometheus(
+                &prom_dir,
+                &repo,
+                alertmanager_addr,
+                &[("rollout", pillar_addr)],
+            ),
         );
         let prometheus_proc = spawn_prometheus(&prom_dir, prometheus_addr);
         let am_dir = w.join("alertmanager");
-        let webhook = format!("http://{}/v1/alerts/alertmanager", net.addr(100, 9099));
-        write(&am_dir.join("alertmanager.yml"), &alertmanager(&webhook));
+        // Alertmanager pages the controller's webhook with a bearer token
+        // from a file, as in production (alerts/alertmanager.yml).
+        let webhook_token = w.join("controller/webhook.token");
+        write(
+            &webhook_token,
+            &format!(
+                "{:08x}{:08x}{:08x}",
+                random_u32(),
+                random_u32(),
+                random_u32()
+            ),
+        );
+        let webhook = format!("http://{pillar_addr}{WEBHOOK_PATH}");
+        write(
+            &am_dir.join("alertmanager.yml"),
+            &alertmanager(&webhook, &webhook_token),
+        );
         let mut cmd = Command::new("prometheus-alertmanager");
         cmd.arg(format!(
             "--config.file={}/alertmanager.yml",
@@ -375,12 +400,14 @@ impl Fleet {
         .arg(format!("--web.listen-address={alertmanager_addr}"))
         .arg("--cluster.listen-address=")
         .arg(format!("--web.external-url=http://{alertmanager_addr}"));
-        procs.push(spawn("alertmanager", cmd, &am_dir.join("alertmanager.log")));
+        let alertmanager_proc = spawn("alertmanager", cmd, &am_dir.join("alertmanager.log"));
+        let alertmanager_pid = alertmanager_proc.pid();
+        procs.push(alertmanager_proc);
 
         let mut cmd = Command::new(bin("origin"));
         cmd.arg(origin.to_string());
         procs.push(spawn("origin", cmd, &w.join("origin.log")));
-        let controller = spawn_controller(&w, &database, pillar_addr);
+        let controller = spawn_controller(&w, &database, pillar_addr, &webhook_token);
 
         let salt_url = format!("http://{master_ip}:{SALT_API}");
         let salt =
@@ -403,6 +430,8 @@ impl Fleet {
             controller_proc: Some(controller),
             prometheus_proc: Some(prometheus_proc),
             prometheus_addr,
+            alertmanager_pid,
+            webhook_token,
             minions,
             minion_dirs,
         };
@@ -552,6 +581,7 @@ impl Fleet {
                 self.work.path(),
                 &self.database,
                 self.controller,
+                &self.webhook_token,
             ));
         }
         self.wait_controller().await;
@@ -575,6 +605,38 @@ impl Fleet {
         .await;
     }
 
+    /// Points Alertmanager's webhook at a port where nothing listens and
+    /// reloads it: the controller then hears of alerts only by polling.
+    pub async fn cut_alert_webhook(&self) {
+        let dead = format!("http://{}{WEBHOOK_PATH}", self.net.addr(100, 9));
+        let am_dir = self.work.join("alertmanager");
+        write(
+            &am_dir.join("alertmanager.yml"),
+            &alertmanager(&dead, &self.webhook_token),
+        );
+        signal_quietly(&["-HUP", &self.alertmanager_pid.to_string()]);
+        let status = format!("{}/api/v2/status", self.alertmanager_url);
+        eventually(
+            "Alertmanager loads the cut webhook",
+            Duration::from_secs(20),
+            || async {
+                let body: serde_json::Value = crate::http::plain_client()
+                    .get(&status)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                body["config"]["original"]
+                    .as_str()
+                    .is_some_and(|c| c.contains(&dead))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     /// Environment for `rollout` commands against this fleet.
     pub fn rollout_env(&self) -> Vec<(String, String)> {
         vec![
@@ -582,6 +644,7 @@ impl Fleet {
             ("SALT_API_USER".into(), self.salt_auth.0.clone()),
             ("SALT_API_SECRET".into(), self.salt_auth.1.clone()),
             ("PROMETHEUS_URL".into(), self.prometheus.url().to_string()),
+            ("ALERTMANAGER_URL".into(), self.alertmanager_url.clone()),
             ("ROLLOUT_DATABASE".into(), self.database.clone()),
             (
                 "WARREN_DASHBOARDS".into(),
@@ -723,7 +786,7 @@ fn spawn_prometheus(dir: &Path, addr: SocketAddr) -> Proc {
     spawn("prometheus", cmd, &dir.join("prometheus.log"))
 }
 
-fn spawn_controller(work: &Path, database: &str, listen: SocketAddr) -> Proc {
+fn spawn_controller(work: &Path, database: &str, listen: SocketAddr, token: &Path) -> Proc {
     let mut cmd = Command::new(bin("rollout"));
     cmd.args([
         "serve",
@@ -731,7 +794,9 @@ fn spawn_controller(work: &Path, database: &str, listen: SocketAddr) -> Proc {
         &listen.to_string(),
         "--database",
         database,
-    ]);
+    ])
+    .arg("--webhook-token-file")
+    .arg(token);
     spawn("rollout serve", cmd, &work.join("controller.log"))
 }
 
