@@ -1,5 +1,6 @@
 //! Rollout marks on Grafana: each stage is a region (opened at its start,
-//! closed with its end time), pauses and completion are points.
+//! closed with its end time), pauses and completion are points. The same
+//! client fetches dashboards for panel gates when a Grafana is configured.
 //!
 //! Grafana is a window onto the rollout, never a gate on it: marks go through
 //! a bounded queue to one background task, and a Grafana that is down or
@@ -180,13 +181,7 @@ impl GrafanaClient {
         let url = format!("{}/api/annotations", self.base);
         let request = format!("POST {url}");
         let answer = self.send(&request, || self.http.post(&url).json(a)).await?;
-        let body: Value = answer
-            .json()
-            .await
-            .map_err(|e| AnnotationError::BadResponse {
-                request: request.clone(),
-                reason: cause(e),
-            })?;
+        let body = json_of(&request, answer).await?;
         body["id"]
             .as_i64()
             .ok_or_else(|| AnnotationError::BadResponse {
@@ -212,6 +207,22 @@ impl GrafanaClient {
         self.send(&request, || self.http.patch(&url).json(&patch))
             .await
             .map(drop)
+    }
+
+    /// `GET /api/dashboards/uid/{uid}`: the dashboard model, for gates that
+    /// name one of its panels. Retried as [`create`](Self::create) is.
+    pub async fn dashboard(&self, uid: &str) -> Result<Value, AnnotationError> {
+        let url = format!("{}/api/dashboards/uid/{uid}", self.base);
+        let request = format!("GET {url}");
+        let answer = self.send(&request, || self.http.get(&url)).await?;
+        let mut body = json_of(&request, answer).await?;
+        match body.get_mut("dashboard").map(Value::take) {
+            Some(d) if d.is_object() => Ok(d),
+            _ => Err(AnnotationError::BadResponse {
+                request,
+                reason: "no `dashboard` object in the answer".into(),
+            }),
+        }
     }
 
     /// Sends with the token, retrying transport errors and 5xx; any other
@@ -269,6 +280,17 @@ impl GrafanaClient {
         }
         text
     }
+}
+
+/// The JSON body of a successful answer.
+async fn json_of(request: &str, answer: reqwest::Response) -> Result<Value, AnnotationError> {
+    answer
+        .json()
+        .await
+        .map_err(|e| AnnotationError::BadResponse {
+            request: request.into(),
+            reason: cause(e),
+        })
 }
 
 /// The error and its sources on one line: reqwest's own message alone

@@ -95,7 +95,7 @@ impl Controller {
         let (inventory, matches) = self.inventory(spec).await?;
         let mut plan = Plan::build(spec, &inventory, &matches);
         for gate in &spec.gates {
-            let check = match self.resolve(gate, spec) {
+            let check = match self.resolve(gate, spec).await {
                 Ok((query, condition)) => {
                     let m = self.measure(&query, &condition).await;
                     GateCheck::from_measurement(&gate.name, &query, &condition, &m)
@@ -114,8 +114,10 @@ impl Controller {
     }
 
     /// A gate's query and condition (a panel gate's from its dashboard, with
-    /// `$version` and `$component` set to the spec's).
-    pub fn resolve(&self, gate: &Gate, spec: &Spec) -> Result<(String, Condition), String> {
+    /// `$version` and `$component` set to the spec's). The dashboard comes
+    /// from the Grafana server when one is configured (what people watch
+    /// there is what gates), else from the dashboards folder.
+    pub async fn resolve(&self, gate: &Gate, spec: &Spec) -> Result<(String, Condition), String> {
         match &gate.source {
             GateSource::Query { query, condition } => Ok((query.clone(), *condition)),
             GateSource::Grafana {
@@ -127,8 +129,17 @@ impl Controller {
                     ("version", spec.version.clone()),
                     ("component", spec.component.as_str().to_string()),
                 ]);
-                let p = grafana::panel_gate(&self.dashboards, dashboard, panel, &vars)
-                    .map_err(|e| e.to_string())?;
+                let p = match &self.grafana {
+                    Some(server) => {
+                        let model = server
+                            .dashboard(dashboard)
+                            .await
+                            .map_err(|e| format!("dashboard `{dashboard}`: {e}"))?;
+                        grafana::from_dashboard(&model, dashboard, panel, &vars)
+                    }
+                    None => grafana::panel_gate(&self.dashboards, dashboard, panel, &vars),
+                }
+                .map_err(|e| e.to_string())?;
                 Ok((p.query, condition.unwrap_or(p.condition)))
             }
         }

@@ -594,7 +594,7 @@ impl Engine<'_> {
         let started = Instant::now();
         let mut gates = Vec::new();
         for g in &spec.gates {
-            match self.controller.resolve(g, spec) {
+            match self.controller.resolve(g, spec).await {
                 Ok((query, condition)) => {
                     gates.push((g, query, condition, Analysis::new(Limits::of(g)), started))
                 }

@@ -1,6 +1,7 @@
 //! Gates from Grafana dashboard panels: what people watch is what gates.
 //! A panel gate takes the panel's first query and its red threshold from
-//! the dashboard JSON in the `grafana/` folder (the source of truth).
+//! the dashboard JSON in the `grafana/` folder, or from the Grafana server
+//! when one is configured (see `Controller::resolve`).
 
 use std::path::{Path, PathBuf};
 

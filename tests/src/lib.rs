@@ -5,6 +5,7 @@
 
 pub mod bins;
 pub mod fleet;
+pub mod grafana;
 pub mod http;
 pub mod metrics;
 pub mod net;

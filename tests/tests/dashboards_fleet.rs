@@ -9,6 +9,7 @@ use serde_json::Value;
 use tests::bins::{bin, workspace};
 use tests::fleet::spec::EdgeSpec;
 use tests::fleet::{Fleet, Role};
+use tests::grafana::Grafana;
 
 /// The edge dashboard's fleet-wide error-ratio panel (red at 0.05).
 const PANEL_GATE: &str = "  - name: error-ratio-panel
@@ -19,10 +20,11 @@ const PANEL_GATE: &str = "  - name: error-ratio-panel
     no_data: pass
 ";
 
-fn apply(fleet: &Fleet, spec: &std::path::Path) -> (Option<i32>, String) {
+fn apply(fleet: &Fleet, grafana: &Grafana, spec: &std::path::Path) -> (Option<i32>, String) {
     let out = Command::new(bin("rollout"))
         .args(["apply", "-f", spec.to_str().unwrap(), "--yes"])
         .envs(fleet.rollout_env())
+        .env("GRAFANA_URL", &grafana.url)
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
@@ -58,14 +60,23 @@ fn panel_queries() -> Vec<(String, String)> {
 async fn panels_return_data_and_a_panel_gate_trips_at_its_red_threshold() {
     let fleet = Fleet::start("dash-fleet").await;
     let _traffic = fleet.start_traffic();
+    // With a Grafana configured, the panel comes from it.
+    let grafana = Grafana::start(fleet.net.addr(104, 3000)).await;
 
     // A good release passes the panel's gate.
     let v2 = fleet.release("edge", "v2", &[]);
     let spec = fleet.work.join("good.yaml");
     EdgeSpec::new(&v2, "6s").gates(PANEL_GATE).write(&spec);
-    let (code, text) = apply(&fleet, &spec);
+    let (code, text) = apply(&fleet, &grafana, &spec);
     assert_eq!(code, Some(0), "the good release passes:\n{text}");
     assert!(text.contains("gate error-ratio-panel"), "{text}");
+    assert!(
+        grafana
+            .requests()
+            .iter()
+            .any(|r| r.path == "/api/dashboards/uid/warren-edge"),
+        "the panel was read from Grafana"
+    );
 
     // Every panel's query runs and returns data (the rollout panels from
     // the controller's metrics, which Prometheus scrapes).
@@ -90,7 +101,7 @@ async fn panels_return_data_and_a_panel_gate_trips_at_its_red_threshold() {
     let v3 = fleet.release("edge", "v3", &["--fault-http-500-ratio", "0.9"]);
     let spec = fleet.work.join("bad.yaml");
     EdgeSpec::new(&v3, "3m").gates(PANEL_GATE).write(&spec);
-    let (code, text) = apply(&fleet, &spec);
+    let (code, text) = apply(&fleet, &grafana, &spec);
     assert_eq!(code, Some(2), "the bad release is rolled back:\n{text}");
     let id = fleet.store.list().await.unwrap()[0].id.clone();
     let steps = fleet.store.history(&id).await.unwrap();

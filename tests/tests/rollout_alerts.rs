@@ -12,6 +12,9 @@ use tests::bins::bin;
 use tests::fleet::spec::EdgeSpec;
 use tests::fleet::timeline::Timeline;
 use tests::fleet::{Fleet, Role};
+use tests::grafana::Grafana;
+
+const GRAFANA_TOKEN: &str = "glsa_fleet-test-token";
 
 const SELECTOR: &str = r#"{alertname="EdgeReleaseErrorRatioHigh", version="v2"}"#;
 
@@ -28,8 +31,14 @@ enum Path {
 /// canary bake far longer than any alert takes; returns the rollout id and
 /// the apply output. Asserts what a person checks afterwards: apply exits 2
 /// naming the alert, only the canary was touched, every edge is on v1.
-async fn bad_canary_rolled_back(fleet: &Fleet, path: Path) -> (RolloutId, String) {
+async fn bad_canary_rolled_back(
+    fleet: &Fleet,
+    path: Path,
+    grafana: &Grafana,
+) -> (RolloutId, String) {
     let _traffic = fleet.start_traffic();
+    let grafana_token = fleet.work.join("grafana.token");
+    std::fs::write(&grafana_token, GRAFANA_TOKEN).unwrap();
     let bad = fleet.release("edge", "v2", &["--fault-http-500-ratio", "0.5"]);
     let spec = fleet.work.join("spec.yaml");
     EdgeSpec::new(&bad, "5m")
@@ -43,6 +52,8 @@ async fn bad_canary_rolled_back(fleet: &Fleet, path: Path) -> (RolloutId, String
                 .into_iter()
                 .filter(|(k, _)| path == Path::WebhookAndPoll || k != "ALERTMANAGER_URL"),
         )
+        .env("GRAFANA_URL", &grafana.url)
+        .env("GRAFANA_TOKEN_FILE", &grafana_token)
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
@@ -139,7 +150,51 @@ async fn post_webhook(fleet: &Fleet, body: &Value, token: Option<&str>) -> (u16,
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bad_canary_is_rolled_back_by_an_alert_through_the_webhook() {
     let fleet = Fleet::start("alert-webhook").await;
-    let (id, _) = bad_canary_rolled_back(&fleet, Path::Webhook).await;
+    let grafana = Grafana::start(fleet.net.addr(104, 3000)).await;
+    let (id, _) = bad_canary_rolled_back(&fleet, Path::Webhook, &grafana).await;
+
+    // Grafana got the canary stage and the rollback as regions, each
+    // closed with its end time, with the token and the rollout's tags.
+    let requests = grafana.requests();
+    let region = |text: &str| {
+        let (n, open) = requests
+            .iter()
+            .enumerate()
+            .find(|(_, r)| {
+                r.method == "POST" && r.body["text"].as_str().is_some_and(|t| t.contains(text))
+            })
+            .unwrap_or_else(|| panic!("no annotation `{text}`: {requests:#?}"));
+        let close = requests
+            .iter()
+            .find(|r| r.method == "PATCH" && r.path == format!("/api/annotations/{}", n + 1))
+            .unwrap_or_else(|| panic!("region `{text}` never closed: {requests:#?}"));
+        let (start, end) = (
+            open.body["time"].as_i64().unwrap(),
+            close.body["timeEnd"].as_i64().unwrap(),
+        );
+        assert!(
+            end >= start && start > 1_600_000_000_000,
+            "epoch ms: {start} .. {end}"
+        );
+        let tags: Vec<&str> = open.body["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            tags.contains(&"rollout") && tags.contains(&id.as_str()),
+            "{tags:?}"
+        );
+    };
+    region("stage 1 `canary` started");
+    region("rollback:");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.authorization.as_deref() == Some(&format!("Bearer {GRAFANA_TOKEN}")[..])),
+        "{requests:#?}"
+    );
     let steps = fleet.store.history(&id).await.unwrap();
     let alert = steps.iter().find(|s| s.event.kind == "alert").unwrap();
     assert_eq!(alert.event.detail["source"], "webhook", "{alert:?}");
@@ -176,7 +231,14 @@ async fn a_bad_canary_is_rolled_back_by_an_alert_through_the_webhook() {
 async fn with_the_webhook_unreachable_the_poll_of_alertmanager_rolls_back() {
     let fleet = Fleet::start("alert-poll").await;
     fleet.cut_alert_webhook().await;
-    let (id, text) = bad_canary_rolled_back(&fleet, Path::WebhookAndPoll).await;
+    // Grafana is down too: the rollout does not wait for it.
+    let grafana = Grafana::start_down(fleet.net.addr(104, 3000)).await;
+    let (id, text) = bad_canary_rolled_back(&fleet, Path::WebhookAndPoll, &grafana).await;
+    assert!(
+        text.contains("annotation(s) could not be written"),
+        "the failed annotations are reported:\n{text}"
+    );
+    assert!(!grafana.requests().is_empty());
     let steps = fleet.store.history(&id).await.unwrap();
     let alert = steps.iter().find(|s| s.event.kind == "alert").unwrap();
     assert_eq!(alert.event.detail["source"], "poll", "{alert:?}");
