@@ -131,11 +131,19 @@ pub enum Command {
     },
     /// Show a rollout (the newest without ID).
     Status {
-        /// Rollout id.
+        /// Rollout id. [default: the newest]
         id: Option<String>,
         /// Print a table or JSON.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
+        /// Follow the rollout: print each new journal step and the status
+        /// line when it changes, until the rollout ends; exit as its
+        /// `apply` does (0 succeeded, 2 rolled back or aborted, 4 failed).
+        #[arg(long, short)]
+        watch: bool,
+        /// How often `--watch` reads the store.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        interval: std::time::Duration,
     },
     /// List rollouts, or show every step of one.
     History {

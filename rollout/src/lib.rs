@@ -18,4 +18,5 @@ pub mod gate;
 pub mod inventory;
 pub mod plan;
 pub mod spec;
+pub mod status;
 pub mod store;

@@ -9,6 +9,7 @@ use rollout::cli::{Cli, Command, Output};
 use rollout::engine::Engine;
 use rollout::plan::Plan;
 use rollout::spec::{Spec, SpecError};
+use rollout::status;
 use rollout::store::{RolloutId, Store};
 use serde_json::json;
 
@@ -150,7 +151,12 @@ async fn run(cli: Cli) -> ExitCode {
                 ),
             }
         }
-        Command::Status { id, output } => {
+        Command::Status {
+            id,
+            output,
+            watch,
+            interval,
+        } => {
             let store = match open_store(&cli.connect).await {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -159,24 +165,20 @@ async fn run(cli: Cli) -> ExitCode {
                 Ok(id) => id,
                 Err(code) => return code,
             };
-            match store.get(&id).await {
-                Ok(rec) => {
-                    let done = store.batches_done(&id).await.unwrap_or_default();
-                    match output {
-                        Output::Json => println!(
-                            "{}",
-                            json!({"rollout": rec.summary, "batches_done": done.len(), "batches": rec.plan.batch_count()})
-                        ),
-                        Output::Table => println!(
-                            "{}  {} {}  {}  {}/{} batches done",
-                            rec.summary.id,
-                            rec.summary.component,
-                            rec.summary.version,
-                            rec.summary.state,
-                            done.len(),
-                            rec.plan.batch_count()
-                        ),
-                    }
+            let format = match output {
+                Output::Table => status::Format::Table,
+                Output::Json => status::Format::Json,
+            };
+            if watch {
+                let mut print = |line: &str| println!("{line}");
+                return match status::watch(&store, &id, format, interval, &mut print).await {
+                    Ok(state) => ExitCode::from(status::exit_code(state)),
+                    Err(e) => fail(1, &e.to_string()),
+                };
+            }
+            match status::line(&store, &id, format).await {
+                Ok((line, _)) => {
+                    println!("{line}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(1, &e.to_string()),

@@ -13,5 +13,6 @@ pub mod origin;
 pub mod pattern;
 pub mod postgres;
 pub mod proc;
+pub mod rollouts;
 pub mod tunnel_setup;
 pub mod workdir;

@@ -338,9 +338,10 @@ fn pages_go_to_the_rollout_controller_and_nothing_else_does() {
     let hooks = seq(rx, "webhook_configs");
     assert_eq!(hooks.len(), 1, "{page}: {hooks:?}");
     let hook = &hooks[0];
+    // `rollout serve`'s default listen address and its webhook path.
     assert_eq!(
         string(hook, "url"),
-        Some("http://127.0.0.1:9099/v1/alerts/alertmanager")
+        Some(&format!("http://127.0.0.1:9099{}", rollout::serve::WEBHOOK_PATH)[..])
     );
     let auth = hook
         .get("http_config")

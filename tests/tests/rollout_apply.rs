@@ -8,41 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::bins::bin;
-use tests::fleet::{Fleet, Release};
+use tests::fleet::Fleet;
+use tests::fleet::spec::EdgeSpec;
 use tests::postgres::Postgres;
-
-fn write_spec(path: &Path, release: &Release, bake: &str, gate: &str) {
-    let text = format!(
-        r#"component: edge
-version: {version}
-artifact:
-  url: {url}
-  sha256: {sha}
-cohorts:
-  - name: canary
-    target: G@cohort:canary and G@role:edge
-    batch: 1
-    bake: {bake}
-  - name: ams-fra
-    target: G@role:edge and ( G@datacenter:ams or G@datacenter:fra )
-    batch: 2
-    bake: {bake}
-  - name: rest
-    target: G@role:edge
-    batch: 100%
-    bake: {bake}
-gates:
-{gate}
-timeouts:
-  salt_job: 2m
-  version_confirm: 1m
-"#,
-        version = release.version,
-        url = release.source,
-        sha = release.sha256,
-    );
-    std::fs::write(path, text).unwrap();
-}
 
 /// The edge version each host is assigned in the controller's store.
 async fn assignments(fleet: &Fleet) -> BTreeMap<String, String> {
@@ -154,7 +122,7 @@ on_both_stores! {
     let _traffic = fleet.start_traffic();
     let v2 = fleet.release("edge", "v2", &[]);
     let spec = fleet.work.join("spec.yaml");
-    write_spec(&spec, &v2, "8s", &error_ratio_gate("v2", 0.25));
+    EdgeSpec::new(&v2, "8s").gates(&error_ratio_gate("v2", 0.25)).write(&spec);
 
     let log = fleet.work.join("apply.log");
     let mut child = rollout(&fleet, &["apply", "-f", spec.to_str().unwrap(), "--yes"])
@@ -285,7 +253,7 @@ on_both_stores! {
     let _traffic = fleet.start_traffic();
     let bad = fleet.release("edge", "v3", &["--fault-http-500-ratio", "0.5"]);
     let spec = fleet.work.join("spec.yaml");
-    write_spec(&spec, &bad, "20s", &error_ratio_gate("v3", 0.25));
+    EdgeSpec::new(&bad, "20s").gates(&error_ratio_gate("v3", 0.25)).write(&spec);
 
     let out = rollout(&fleet, &["apply", "-f", spec.to_str().unwrap(), "--yes"])
         .output()
@@ -321,7 +289,7 @@ on_both_stores! {
     let mut v2 = fleet.release("edge", "v2", &[]);
     v2.sha256 = "0".repeat(64);
     let spec = fleet.work.join("spec.yaml");
-    write_spec(&spec, &v2, "5s", &error_ratio_gate("v2", 0.25));
+    EdgeSpec::new(&v2, "5s").gates(&error_ratio_gate("v2", 0.25)).write(&spec);
     let out = rollout(&fleet, &["apply", "-f", spec.to_str().unwrap(), "--yes"])
         .output()
         .unwrap();
@@ -351,7 +319,7 @@ on_both_stores! {
     consecutive_error_limit: 2
     no_data: pass
 "#;
-    write_spec(&spec, &v2, "10s", gate);
+    EdgeSpec::new(&v2, "10s").gates(gate).write(&spec);
     let log = fleet.work.join("apply.log");
     let mut child = rollout(&fleet, &["apply", "-f", spec.to_str().unwrap(), "--yes"])
         .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
@@ -393,7 +361,7 @@ on_both_stores! {
     async fn sigkill_during_a_salt_job_and_during_a_bake_then_resume_applies_nothing_twice(fleet) {
     let v2 = fleet.release("edge", "v2", &[]);
     let spec = fleet.work.join("spec.yaml");
-    write_spec(&spec, &v2, "6s", &error_ratio_gate("v2", 0.25));
+    EdgeSpec::new(&v2, "6s").gates(&error_ratio_gate("v2", 0.25)).write(&spec);
     let log = fleet.work.join("apply.log");
     let spawn = |args: &[&str], log: &Path| {
         rollout(&fleet, args)

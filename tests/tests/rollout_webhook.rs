@@ -4,13 +4,12 @@
 //! is recorded (and so rolls back) once, and serve refuses to start with a
 //! token file it cannot read.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rollout::store::{RolloutId, Store};
+use rollout::store::RolloutId;
 use serde_json::{Value, json};
 use tests::bins::bin;
 use tests::http::plain_client;
@@ -25,28 +24,8 @@ const STARTS_AT_MS: i64 = 1_795_755_001_123;
 /// A running rollout of edge v3 that rolls back on [`SELECTOR`], begun
 /// directly in the store, as `rollout apply` would.
 async fn running_rollout(database: &str) -> RolloutId {
-    let spec = rollout::spec::Spec::from_yaml(&format!(
-        r#"component: edge
-version: v3
-artifact:
-  url: salt://releases/edge/v3/edge.tar.gz
-  sha256: {sha}
-cohorts:
-  - name: all
-    target: G@role:edge
-rollback:
-  alerts:
-    - '{SELECTOR}'
-"#,
-        sha = "a".repeat(64)
-    ))
-    .unwrap();
-    let inventory = rollout::inventory::Inventory::new(vec![]).unwrap();
-    let plan = rollout::plan::Plan::build(&spec, &inventory, &BTreeMap::new());
-    let store = Store::connect(database).await.unwrap();
-    let id = store.begin_rollout(&spec, &plan).await.unwrap();
-    store.close().await;
-    id
+    let rollback = format!("rollback:\n  alerts:\n    - '{SELECTOR}'\n");
+    tests::rollouts::begin(database, &tests::rollouts::edge_spec("v3", &rollback)).await
 }
 
 /// `rollout serve` on a port of its own choosing, with `extra` flags.

@@ -1,0 +1,110 @@
+//! `rollout status`: one line per rollout state, once or as it changes
+//! (`--watch`), with the journal's new steps in between, from the store
+//! (whichever controller runs the rollout).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::store::{RolloutId, RolloutState, Step, Store, StoreError};
+
+/// How a rollout is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One line a person reads.
+    Table,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The status line of a rollout now, and its state.
+pub async fn line(
+    store: &Store,
+    id: &RolloutId,
+    format: Format,
+) -> Result<(String, RolloutState), StoreError> {
+    let rec = store.get(id).await?;
+    let done = store.batches_done(id).await?.len();
+    let total = rec.plan.batch_count();
+    let s = &rec.summary;
+    let text = match format {
+        Format::Json => json!({"rollout": s, "batches_done": done, "batches": total}).to_string(),
+        Format::Table => format!(
+            "{}  {} {}  {}  {done}/{total} batches done",
+            s.id, s.component, s.version, s.state
+        ),
+    };
+    Ok((text, s.state))
+}
+
+/// Prints the status line whenever it changes and every new journal step,
+/// until the rollout reaches a final state, which it returns. A paused
+/// rollout is watched on: a person may resume it.
+pub async fn watch(
+    store: &Store,
+    id: &RolloutId,
+    format: Format,
+    every: Duration,
+    out: &mut dyn FnMut(&str),
+) -> Result<RolloutState, StoreError> {
+    let mut last_line = String::new();
+    let mut seen = 0;
+    loop {
+        let steps = store.history(id).await?;
+        for step in steps.iter().skip(seen) {
+            out(&describe(step, format));
+        }
+        seen = steps.len().max(seen);
+        let (text, state) = line(store, id, format).await?;
+        if text != last_line {
+            out(&text);
+            last_line = text;
+        }
+        if !state.is_active() {
+            return Ok(state);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The exit code `status --watch` ends with: as `apply`'s for the same end.
+pub fn exit_code(state: RolloutState) -> u8 {
+    match state {
+        RolloutState::Succeeded => 0,
+        RolloutState::RolledBack | RolloutState::Aborted => 2,
+        RolloutState::Failed => 4,
+        RolloutState::Running | RolloutState::Paused | RolloutState::RollingBack => 3,
+    }
+}
+
+fn describe(step: &Step, format: Format) -> String {
+    match format {
+        Format::Json => json!({"step": step}).to_string(),
+        Format::Table => {
+            let e = &step.event;
+            let what = match e.kind.as_str() {
+                "alert" => format!(
+                    "{} (by {})",
+                    e.detail["labels"]["alertname"].as_str().unwrap_or("alert"),
+                    e.detail["source"].as_str().unwrap_or("?")
+                ),
+                "rollback_started" | "paused" | "rolled_back" | "rollback_failed" => {
+                    e.detail["reason"].as_str().unwrap_or_default().to_string()
+                }
+                "gate" => format!(
+                    "{} = {} ({})",
+                    e.detail["gate"].as_str().unwrap_or("?"),
+                    e.detail["value"],
+                    e.detail["outcome"].as_str().unwrap_or("?")
+                ),
+                _ => String::new(),
+            };
+            format!(
+                "  {:>4}  {:<16} {:<12} {what}",
+                step.seq,
+                e.kind,
+                e.host.as_deref().unwrap_or("")
+            )
+        }
+    }
+}

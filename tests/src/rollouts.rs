@@ -1,0 +1,28 @@
+//! Rollouts begun directly in a store, as `rollout apply` begins them, for
+//! tests of the controller's API and CLI that need no fleet.
+
+use std::collections::BTreeMap;
+
+use rollout::store::{RolloutId, Store};
+
+/// A one-cohort edge spec of `version`, with `extra` YAML appended (say, a
+/// `rollback:` section).
+pub fn edge_spec(version: &str, extra: &str) -> String {
+    format!(
+        "component: edge\nversion: {version}\nartifact:\n  url: salt://releases/edge/{version}/edge.tar.gz\n  sha256: {}\n\
+         cohorts:\n  - name: all\n    target: G@role:edge\n{extra}",
+        "a".repeat(64)
+    )
+}
+
+/// Begins a rollout of `spec_yaml` over an empty inventory in the store at
+/// `database`; returns its id. The rollout is `running`.
+pub async fn begin(database: &str, spec_yaml: &str) -> RolloutId {
+    let spec = rollout::spec::Spec::from_yaml(spec_yaml).expect("a valid spec");
+    let inventory = rollout::inventory::Inventory::new(vec![]).expect("an empty inventory");
+    let plan = rollout::plan::Plan::build(&spec, &inventory, &BTreeMap::new());
+    let store = Store::connect(database).await.expect("open the store");
+    let id = store.begin_rollout(&spec, &plan).await.expect("begin");
+    store.close().await;
+    id
+}
