@@ -33,6 +33,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection up this long resets the reconnect backoff.
 pub const STABLE_PERIOD: Duration = Duration::from_secs(5);
+
+/// First wait before probing the preferred edge again; doubles per failure.
+const PROBE_FIRST: Duration = Duration::from_millis(250);
 /// A retiring connection stays open at least this long after Unregister,
 /// for streams the edge opened before it read the Unregister.
 const RETIRE_MIN: Duration = Duration::from_secs(1);
@@ -309,9 +312,12 @@ impl Supervisor {
     ) -> Ended {
         let address = self.edges[c.edge].address.clone();
         let _live = LiveGuard::new(self, &address);
+        // A preferred edge that drained us is usually restarting (a
+        // release) and back within a second or two: probe it soon, then
+        // back off for one that stays away.
         let mut probe = (c.edge != preferred).then(|| {
-            let b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30), seed(slot));
-            (b, Instant::now() + Duration::from_secs(1))
+            let b = Backoff::new(PROBE_FIRST, Duration::from_secs(30), seed(slot));
+            (b, Instant::now() + PROBE_FIRST)
         });
         let mut probe_task: Option<JoinHandle<Result<EdgeConn, DialError>>> = None;
         loop {

@@ -44,6 +44,11 @@ pub struct RunArgs {
     /// How long SIGTERM waits for in-flight requests. [default: 30s]
     #[arg(long, env = "EDGE_GRACE_PERIOD", value_name = "DURATION", value_parser = daemon::duration::parse)]
     pub grace_period: Option<Duration>,
+    /// After start, how long a request for a tunnel with no connector yet
+    /// waits for one to register (connectors come back within seconds of
+    /// a restart) before it gets 502. 0s turns it off. [default: 5s]
+    #[arg(long, env = "EDGE_REGISTRATION_GRACE", value_name = "DURATION", value_parser = daemon::duration::parse)]
+    pub registration_grace: Option<Duration>,
     /// Longest wait for a connector's response head. [default: 100s]
     #[arg(long, env = "EDGE_RESPONSE_TIMEOUT", value_name = "DURATION", value_parser = daemon::duration::parse)]
     pub response_timeout: Option<Duration>,
@@ -69,6 +74,8 @@ struct FileConfig {
     edge_id: Option<String>,
     #[serde(default, with = "daemon::duration::serde_text_opt")]
     grace_period: Option<Duration>,
+    #[serde(default, with = "daemon::duration::serde_text_opt")]
+    registration_grace: Option<Duration>,
     #[serde(default, with = "daemon::duration::serde_text_opt")]
     response_timeout: Option<Duration>,
     max_connections: Option<usize>,
@@ -96,6 +103,8 @@ pub struct EdgeConfig {
     pub edge_id: String,
     /// Drain grace period.
     pub grace_period: Duration,
+    /// After start, how long a request waits for its tunnel's first connector.
+    pub registration_grace: Duration,
     /// Backstop for a connector's response head.
     pub response_timeout: Duration,
     /// Connection cap on the public listener.
@@ -195,6 +204,10 @@ impl RunArgs {
                 .grace_period
                 .or(file.grace_period)
                 .unwrap_or(Duration::from_secs(30)),
+            registration_grace: self
+                .registration_grace
+                .or(file.registration_grace)
+                .unwrap_or(Duration::from_secs(5)),
             response_timeout: self
                 .response_timeout
                 .or(file.response_timeout)

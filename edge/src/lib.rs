@@ -47,7 +47,7 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
     let table = load_table(&cfg.tunnels_file)?;
     metrics.tunnels_configured.set(table.len() as i64);
     let table = SharedTable::new(table);
-    let registry = Arc::new(ConnRegistry::new(metrics.clone()));
+    let registry = Arc::new(ConnRegistry::new(metrics.clone(), cfg.registration_grace));
 
     let endpoint = tunnel::endpoint::server_endpoint(
         cfg.tunnel_listen,

@@ -232,10 +232,11 @@ impl Proxy {
         let started = Instant::now();
         let mut skip = None;
         for attempt in 0..3 {
-            let guard = self
-                .registry
-                .pick(tunnel, skip.as_ref())
-                .ok_or(ProxyError::NoConnection)?;
+            let guard = match &skip {
+                None => self.registry.pick_or_wait(tunnel).await,
+                Some(failed) => self.registry.pick(tunnel, Some(failed)),
+            }
+            .ok_or(ProxyError::NoConnection)?;
             match guard.0.connection.open_bi().await {
                 Ok((send, recv)) => {
                     self.metrics

@@ -1,9 +1,20 @@
 //! The live connector connections of every tunnel, and the choice of one for
 //! each request: the live connection with the fewest streams in flight.
+//!
+//! A freshly started edge has no connections yet: its connectors are on
+//! other edges and come back within a second or two (they probe their
+//! preferred edge). For a grace period after start, a request for a tunnel
+//! without a connection waits for one to register instead of failing with
+//! 502, so restarting an edge (a release) costs its clients a short delay,
+//! not errors.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use tunnel::token::{SecretHash, TunnelId};
 
@@ -78,15 +89,23 @@ pub struct ConnRegistry {
     by_tunnel: Mutex<HashMap<TunnelId, Vec<Arc<LiveConn>>>>,
     rotate: AtomicUsize,
     metrics: Metrics,
+    /// Woken at every registration.
+    registered: Notify,
+    /// Until when a request waits for its tunnel's first connection.
+    grace_until: Instant,
 }
 
 impl ConnRegistry {
-    /// An empty registry that keeps `edge_tunnel_connections` up to date.
-    pub fn new(metrics: Metrics) -> Self {
+    /// An empty registry that keeps `edge_tunnel_connections` up to date;
+    /// for `registration_grace` from now, [`ConnRegistry::pick_or_wait`]
+    /// waits for connectors to register.
+    pub fn new(metrics: Metrics, registration_grace: Duration) -> Self {
         Self {
             by_tunnel: Mutex::new(HashMap::new()),
             rotate: AtomicUsize::new(0),
             metrics,
+            registered: Notify::new(),
+            grace_until: Instant::now() + registration_grace,
         }
     }
 
@@ -100,6 +119,8 @@ impl ConnRegistry {
         let list = map.entry(conn.tunnel).or_default();
         list.push(conn.clone());
         self.set_gauge(&conn.tunnel, list.len());
+        drop(map);
+        self.registered.notify_waiters();
     }
 
     /// Removes a connection that ended.
@@ -136,6 +157,31 @@ impl ConnRegistry {
             .clone();
         best.in_flight.fetch_add(1, Ordering::SeqCst);
         Some(InFlight(best))
+    }
+
+    /// As [`ConnRegistry::pick`], but during the registration grace after
+    /// start a tunnel without a connection is waited for (until the grace
+    /// ends) rather than refused.
+    pub async fn pick_or_wait(&self, tunnel: &TunnelId) -> Option<InFlight> {
+        loop {
+            // Registered before looking, so a registration between the look
+            // and the wait is not missed.
+            let registered = self.registered.notified();
+            tokio::pin!(registered);
+            registered.as_mut().enable();
+            if let Some(conn) = self.pick(tunnel, None) {
+                return Some(conn);
+            }
+            if Instant::now() >= self.grace_until {
+                return None;
+            }
+            if tokio::time::timeout_at(self.grace_until, registered)
+                .await
+                .is_err()
+            {
+                return self.pick(tunnel, None);
+            }
+        }
     }
 
     /// Every live connection.

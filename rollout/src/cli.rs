@@ -111,9 +111,11 @@ pub enum Command {
         output: Output,
     },
     /// Apply a plan file (refused when the fleet changed since it was made),
-    /// or plan a spec and apply it. Prints one line per event. Exits 0 when
-    /// the rollout succeeded, 2 when it rolled back, 3 when a gate paused it,
-    /// 4 when its rollback failed.
+    /// or plan a spec and apply it. Prints one line per event. A firing
+    /// alert that the spec's `rollback.alerts` selects (delivered to
+    /// `serve`'s webhook, or found by polling --alertmanager) rolls back at
+    /// once. Exits 0 when the rollout succeeded, 2 when it rolled back, 3
+    /// when a gate paused it, 4 when its rollback failed.
     Apply {
         /// A plan written by `rollout plan -o`.
         #[arg(
@@ -129,7 +131,7 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Show a rollout (the newest without ID).
+    /// Show a rollout (the newest without ID), or follow it with --watch.
     Status {
         /// Rollout id. [default: the newest]
         id: Option<String>,

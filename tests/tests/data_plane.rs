@@ -227,7 +227,9 @@ async fn unknown_host_gets_404_and_a_tunnel_without_connector_gets_502() {
     let net = TestNet::new();
     let pki = Pki::new(&work);
     pki.create_tunnel(&[HOST, "*.wild.test"], &work.join("token"));
-    let edge = Edge::start(&work, &pki, &net, 1, &[]).await;
+    // No grace after start: the 502 comes at once (a restarted edge's wait
+    // for its connectors is the next test).
+    let edge = Edge::start(&work, &pki, &net, 1, &["--registration-grace", "0s"]).await;
 
     let client = tests::http::client_for("nope.test", edge.public);
     let resp = client
@@ -277,6 +279,46 @@ async fn unknown_host_gets_404_and_a_tunnel_without_connector_gets_502() {
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "same process"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_edge_holds_a_request_until_its_connector_registers() {
+    let work = Workdir::new("registration-grace");
+    let net = TestNet::new();
+    let origin_addr = net.addr(10, 8000);
+    let _origin = origin::spawn(origin_addr).await;
+    let pki = Pki::new(&work);
+    let token = work.join("token");
+    pki.create_tunnel(&[HOST], &token);
+    // As after a restart: the edge is up, its connector is not back yet.
+    let edge = Edge::start(&work, &pki, &net, 1, &["--registration-grace", "60s"]).await;
+    let client = tests::http::client_for(HOST, edge.public);
+    let url = format!("http://{HOST}:{}/hello", edge.public.port());
+    let request = tokio::spawn(async move {
+        let resp = client.get(&url).send().await.unwrap();
+        (resp.status(), resp.text().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !request.is_finished(),
+        "the request was answered without a connector"
+    );
+    let connector = Connector::start(
+        &work,
+        &pki,
+        &net,
+        2,
+        &[edge.tunnel],
+        &token,
+        &format!("http://{origin_addr}"),
+        &[],
+    );
+    connector.wait_ready().await;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), request)
+        .await
+        .expect("answered once the connector registered")
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
