@@ -64,6 +64,11 @@ pub enum EngineError {
     /// The plan has problems.
     #[error("the plan cannot be executed: {0}")]
     NotExecutable(String),
+    /// An alert the spec rolls back on is firing already.
+    #[error(
+        "alert {0} is firing and matches the spec's rollback.alerts: the rollout would roll back at once; start it when the alert has resolved"
+    )]
+    AlertFiring(String),
 }
 
 enum BatchEnd {
@@ -128,11 +133,40 @@ impl Engine<'_> {
         if !plan.executable() {
             return Err(EngineError::NotExecutable(plan.problems.join("; ")));
         }
+        self.no_rollback_alert_firing(spec).await?;
         let (now, _) = self.controller.inventory(spec).await?;
         if !plan.matches_inventory(&now) {
             return Err(EngineError::Drift(drift(plan, &now)));
         }
         Ok(self.store.begin_rollout(spec, plan).await?)
+    }
+
+    /// Refuses to start while an alert the spec rolls back on fires: the
+    /// fleet already shows the harm the rollout is meant to stop at. An
+    /// unreachable Alertmanager is said and does not block (the webhook
+    /// still reaches a running rollout).
+    async fn no_rollback_alert_firing(&self, spec: &Spec) -> Result<(), EngineError> {
+        let Some(am) = &self.controller.alertmanager else {
+            return Ok(());
+        };
+        if spec.rollback_alerts.is_empty() {
+            return Ok(());
+        }
+        match am.firing().await {
+            Ok(alerts) => match alerts
+                .iter()
+                .find(|a| a.firing && spec.rollback_alert_matching(&a.labels).is_some())
+            {
+                Some(a) => Err(EngineError::AlertFiring(a.describe())),
+                None => Ok(()),
+            },
+            Err(e) => {
+                self.say(&format!(
+                    "alertmanager: {e}; cannot check for firing alerts before starting"
+                ));
+                Ok(())
+            }
+        }
     }
 
     /// Runs (or resumes) rollout `id` to its end.
