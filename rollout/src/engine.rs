@@ -212,15 +212,20 @@ impl Engine<'_> {
         // and the work stops at its next wait (a Salt job, a version check,
         // a bake tick), not at the end of the bake.
         let alarm = CancellationToken::new();
-        let work = self.stages(id, &spec, &plan, &release, &alarm, &marks);
-        let watch = self.watch_alerts(id, &alarm);
-        tokio::pin!(work, watch);
-        let end = tokio::select! {
-            end = &mut work => end,
-            found = &mut watch => match found {
-                Ok(()) => work.await,
-                Err(e) => Err(e),
-            },
+        // Both futures are dropped at the end of this block: a watcher left
+        // suspended in the middle of a store query would keep its pooled
+        // connection (SQLite's only one) from everything that follows.
+        let end = {
+            let work = self.stages(id, &spec, &plan, &release, &alarm, &marks);
+            let watch = self.watch_alerts(id, &alarm);
+            tokio::pin!(work, watch);
+            tokio::select! {
+                end = &mut work => end,
+                found = &mut watch => match found {
+                    Ok(()) => work.await,
+                    Err(e) => Err(e),
+                },
+            }
         };
         let outcome = match end {
             Ok(StagesEnd::Succeeded) => {
