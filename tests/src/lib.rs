@@ -4,6 +4,7 @@
 //! when a test panics.
 
 pub mod bins;
+pub mod dashboards;
 pub mod fleet;
 pub mod grafana;
 pub mod http;

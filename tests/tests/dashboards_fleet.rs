@@ -41,14 +41,7 @@ fn panel_queries() -> Vec<(String, String)> {
         let d: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         for p in d["panels"].as_array().unwrap() {
             for t in p["targets"].as_array().into_iter().flatten() {
-                let expr = t["expr"]
-                    .as_str()
-                    .unwrap()
-                    .replace("$datacenter", ".*")
-                    .replace("$cohort", ".*")
-                    .replace("$version", ".*")
-                    .replace("$component", "edge|connector")
-                    .replace("$__rate_interval", "1m");
+                let expr = tests::dashboards::with_all_selected(t["expr"].as_str().unwrap());
                 out.push((format!("{file} `{}`", p["title"].as_str().unwrap()), expr));
             }
         }
