@@ -1,9 +1,10 @@
 //! Process plumbing shared by `edge`, `connector` and `rollout`: logging, the
 //! admin listener (`/metrics`, `/ready`, `/healthz`), shutdown signals,
-//! release information and duration parsing.
+//! release information, duration parsing, and config files checked whole.
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod config_check;
 pub mod duration;
 pub mod logging;
 pub mod metrics;
