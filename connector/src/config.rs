@@ -20,11 +20,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use daemon::config_check::Problem;
 use daemon::logging::LogFormat;
 use serde::Deserialize;
 use tunnel::token::TunnelToken;
 
-use crate::ingress::{Ingress, RuleConfig};
+use crate::ingress::{Ingress, IngressError, RuleConfig};
 use crate::origin::OriginRequest;
 use crate::supervisor::EdgeTarget;
 
@@ -169,38 +170,106 @@ pub enum ConfigError {
     /// A setting is missing or wrong.
     #[error("{0}")]
     Invalid(String),
+    /// Every problem found, each with where it is.
+    #[error("{}", list_problems(.0))]
+    Problems(Vec<Problem>),
     /// The ingress rules are wrong.
     #[error(transparent)]
     Ingress(#[from] crate::ingress::IngressError),
 }
 
-/// Reads and parses a config file.
-pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+fn list_problems(problems: &[Problem]) -> String {
+    match problems {
+        [one] => one.to_string(),
+        many => {
+            let mut text = format!("{} problems:", many.len());
+            for p in many {
+                text.push_str(&format!("\n  {p}"));
+            }
+            text
+        }
+    }
+}
+
+/// Reads a config file and checks it whole: every unknown key and every
+/// value of the wrong type, each with its path. The settings come back
+/// without the keys that have problems (`None` only when even that does not
+/// make a config).
+pub fn read_file(path: &Path) -> Result<(Option<FileConfig>, Vec<Problem>), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         what: "config file",
         path: path.to_path_buf(),
         source,
     })?;
-    serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    })
+    })?;
+    let (kept, mut problems) = daemon::config_check::check(&value, &crate::config_shape::FILE);
+    let file = match serde_yaml::from_value::<FileConfig>(kept) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            // The checks above report why (a missing required key).
+            if problems.is_empty() {
+                problems.push(Problem::new("", e.to_string()));
+            }
+            None
+        }
+    };
+    Ok((file, problems))
 }
 
-/// The ingress rules of a config file, checked (`connector ingress ...`).
+/// Ingress problems at their place in the file: `ingress[1]` is rule #2.
+fn ingress_problems(errors: Vec<IngressError>, from_url: bool) -> Vec<Problem> {
+    errors
+        .into_iter()
+        .map(|e| match (&e, from_url) {
+            (_, true) => Problem::new("--url", e.to_string()),
+            (IngressError::Rule { rule, .. }, false) => {
+                Problem::new(format!("ingress[{}]", rule - 1), e.to_string())
+            }
+            (IngressError::Empty, false) => Problem::new("ingress", e.to_string()),
+            (IngressError::Defaults(why), false) => Problem::new("origin_request", why.clone()),
+        })
+        .collect()
+}
+
+/// The ingress rules of a config file, checked (`connector ingress ...`);
+/// every problem of the file at once.
 pub fn ingress_from_file(path: &Path) -> Result<Ingress, ConfigError> {
-    let file = read_file(path)?;
-    Ok(Ingress::new(&file.ingress, &file.origin_request)?)
+    let (file, mut problems) = read_file(path)?;
+    if let Some(file) = file {
+        match Ingress::check_all(&file.ingress, &file.origin_request) {
+            Ok(ingress) if problems.is_empty() => return Ok(ingress),
+            Ok(_) => {}
+            Err(errors) => problems.extend(ingress_problems(errors, false)),
+        }
+    }
+    Err(in_file(path, problems))
+}
+
+fn in_file(path: &Path, problems: Vec<Problem>) -> ConfigError {
+    ConfigError::Parse {
+        path: path.to_path_buf(),
+        reason: list_problems(&problems),
+    }
 }
 
 impl RunArgs {
-    /// Merges flags over the file over defaults and checks the result.
+    /// Merges flags over the file over defaults and checks the result,
+    /// reporting every problem at once.
     pub fn resolve(self) -> Result<ConnectorConfig, ConfigError> {
-        let file = match &self.config {
-            Some(p) => read_file(p)?,
-            None => FileConfig::default(),
+        let mut problems: Vec<Problem> = Vec::new();
+        let (file, file_ok) = match &self.config {
+            Some(p) => {
+                let (file, found) = read_file(p)?;
+                problems.extend(found);
+                let ok = file.is_some();
+                (file.unwrap_or_default(), ok)
+            }
+            None => (FileConfig::default(), true),
         };
-        let invalid = |s: String| ConfigError::Invalid(s);
+        let mut problem = |path: &str, message: String| problems.push(Problem::new(path, message));
 
         let edge_list = if self.edges.is_empty() {
             file.edges
@@ -208,57 +277,80 @@ impl RunArgs {
             self.edges
         };
         if edge_list.is_empty() {
-            return Err(invalid(
-                "no edges: pass --edge HOST:PORT (repeatable), set CONNECTOR_EDGES, or list `edges` in the config file".into(),
-            ));
+            problem("edges", "no edges: pass --edge HOST:PORT (repeatable), set CONNECTOR_EDGES, or list `edges` in the config file".into());
         }
         let server_name = self.edge_server_name.or(file.edge_server_name);
         let mut edges: Vec<EdgeTarget> = Vec::new();
         for address in edge_list {
-            let target = edge_target(&address, server_name.as_deref()).map_err(invalid)?;
-            if !edges.contains(&target) {
-                edges.push(target);
+            match edge_target(&address, server_name.as_deref()) {
+                Ok(target) if !edges.contains(&target) => edges.push(target),
+                Ok(_) => {}
+                Err(e) => problem("edges", e),
             }
         }
 
-        let token = read_token(self.token_file.or(file.token_file).as_deref())?;
+        let token = match read_token(self.token_file.or(file.token_file).as_deref()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problem("token_file", e.to_string());
+                None
+            }
+        };
 
         let trust = if self.danger_accept_invalid_edge_certs
             || file.danger_accept_invalid_edge_certs
         {
-            Trust::DangerAcceptAny
+            Some(Trust::DangerAcceptAny)
         } else {
             match self.ca_cert.or(file.ca_cert) {
-                Some(p) => Trust::Ca(p),
+                Some(p) => Some(Trust::Ca(p)),
                 None => {
-                    return Err(invalid(
-                        "no CA for the edges' certificates: pass --ca-cert FILE (or `ca_cert` in the config file)".into(),
-                    ));
+                    problem("ca_cert", "no CA for the edges' certificates: pass --ca-cert FILE (or `ca_cert` in the config file)".into());
+                    None
                 }
             }
         };
 
         let ingress = match (self.url, file.ingress.is_empty()) {
             (Some(_), false) => {
-                return Err(invalid(
+                problem(
+                    "ingress",
                     "both --url and `ingress` rules are given: use one or the other".into(),
-                ));
+                );
+                None
             }
-            (Some(url), true) => Ingress::single(&url, &file.origin_request)?,
-            (None, false) => Ingress::new(&file.ingress, &file.origin_request)?,
+            (Some(url), true) => match Ingress::single(&url, &file.origin_request) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    problems.extend(ingress_problems(vec![e], true));
+                    None
+                }
+            },
+            (None, false) => match Ingress::check_all(&file.ingress, &file.origin_request) {
+                Ok(i) => Some(i),
+                Err(errors) => {
+                    problems.extend(ingress_problems(errors, false));
+                    None
+                }
+            },
+            // A file whose rules were unreadable already said why.
+            (None, true) if !file_ok => None,
             (None, true) => {
-                return Err(invalid(
-                    "nothing to serve: pass --url URL or give `ingress` rules in the config file"
-                        .into(),
+                problems.push(Problem::new(
+                    "ingress",
+                    "nothing to serve: pass --url URL or give `ingress` rules in the config file",
                 ));
+                None
             }
         };
+        let mut problem = |path: &str, message: String| problems.push(Problem::new(path, message));
 
         let ha_connections = self.ha_connections.or(file.ha_connections).unwrap_or(4);
         if !(1..=64).contains(&ha_connections) {
-            return Err(invalid(format!(
-                "ha_connections is {ha_connections}; it must be from 1 to 64"
-            )));
+            problem(
+                "ha_connections",
+                format!("ha_connections is {ha_connections}; it must be from 1 to 64"),
+            );
         }
         let backoff_base = self
             .backoff_base
@@ -269,10 +361,19 @@ impl RunArgs {
             .or(file.backoff_max)
             .unwrap_or(Duration::from_secs(30));
         if backoff_base.is_zero() || backoff_max < backoff_base {
-            return Err(invalid(
+            problem(
+                "backoff_base",
                 "backoff_base must be more than zero and at most backoff_max".into(),
-            ));
+            );
         }
+        let (Some(token), Some(trust), Some(ingress), true) =
+            (token, trust, ingress, problems.is_empty())
+        else {
+            return Err(match &self.config {
+                Some(path) => in_file(path, problems),
+                None => ConfigError::Problems(problems),
+            });
+        };
         Ok(ConnectorConfig {
             edges,
             token,

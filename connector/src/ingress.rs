@@ -83,10 +83,6 @@ impl Rule {
         self.hostname.as_ref().is_none_or(|h| h.matches(host))
             && self.path.as_ref().is_none_or(|re| re.is_match(path))
     }
-
-    fn is_catch_all(&self) -> bool {
-        self.hostname.is_none() && self.path.is_none()
-    }
 }
 
 /// A rule that cannot work, named by its 1-based number as cloudflared does.
@@ -97,6 +93,9 @@ pub enum IngressError {
         "ingress has no rules: add at least a catch-all last rule, for example `- service: http_status:404`"
     )]
     Empty,
+    /// The top-level `origin_request` is invalid (so every rule is).
+    #[error("origin_request: {0}")]
+    Defaults(String),
     /// One rule is invalid.
     #[error("ingress rule #{rule}: {reason}")]
     Rule {
@@ -114,62 +113,68 @@ pub struct Ingress {
 }
 
 impl Ingress {
-    /// Checks every rule against the defaults in `origin_defaults`.
+    /// Checks every rule against the defaults in `origin_defaults`; the
+    /// first problem (see [`Ingress::check_all`] for all of them).
     pub fn new(
         rules: &[RuleConfig],
         origin_defaults: &OriginRequest,
     ) -> Result<Self, IngressError> {
+        Self::check_all(rules, origin_defaults)
+            .map_err(|errors| errors.into_iter().next().unwrap_or(IngressError::Empty))
+    }
+
+    /// Checks every rule, collecting every problem.
+    pub fn check_all(
+        rules: &[RuleConfig],
+        origin_defaults: &OriginRequest,
+    ) -> Result<Self, Vec<IngressError>> {
         if rules.is_empty() {
-            return Err(IngressError::Empty);
+            return Err(vec![IngressError::Empty]);
+        }
+        let mut errors = Vec::new();
+        // A bad default is one problem, not one per rule.
+        let default_problem = origin_defaults.resolve().err();
+        if let Some(e) = &default_problem {
+            errors.push(IngressError::Defaults(e.clone()));
         }
         let mut checked = Vec::with_capacity(rules.len());
         for (i, cfg) in rules.iter().enumerate() {
-            let rule_err = |reason: String| IngressError::Rule {
-                rule: i + 1,
-                reason,
-            };
-            let hostname = match cfg.hostname.as_deref().map(str::trim) {
-                None | Some("") | Some("*") => None,
-                Some(h) => Some(HostPattern::parse(h).map_err(|e| rule_err(e.to_string()))?),
-            };
-            let path = match cfg.path.as_deref() {
-                None | Some("") => None,
-                Some(p) => Some(
-                    Regex::new(p)
-                        .map_err(|e| rule_err(format!("path `{p}` is not a valid regex: {e}")))?,
+            match check_rule(cfg, origin_defaults) {
+                Ok(rule) => checked.push(rule),
+                Err(reasons) => errors.extend(
+                    reasons
+                        .into_iter()
+                        .filter(|r| default_problem.as_ref().is_none_or(|d| !r.ends_with(d)))
+                        .map(|reason| IngressError::Rule {
+                            rule: i + 1,
+                            reason,
+                        }),
                 ),
-            };
-            let service = parse_service(&cfg.service).map_err(rule_err)?;
-            let origin = cfg
-                .origin_request
-                .over(origin_defaults)
-                .resolve()
-                .map_err(|e| rule_err(format!("origin_request: {e}")))?;
-            checked.push(Rule {
-                hostname,
-                path,
-                service,
-                origin,
-            });
+            }
         }
-        let last = checked.len();
-        for (i, rule) in checked.iter().enumerate() {
-            if i + 1 < last && rule.is_catch_all() {
-                return Err(IngressError::Rule {
+        // Judged on the rules as written, so that a rule with another
+        // problem still gets this one named.
+        let last = rules.len();
+        for (i, cfg) in rules.iter().enumerate() {
+            let catch_all = is_catch_all(cfg);
+            if i + 1 < last && catch_all {
+                errors.push(IngressError::Rule {
                     rule: i + 1,
                     reason: "matches every request but is not the last rule, so the rules after it can never match".into(),
                 });
             }
+            if i + 1 == last && !catch_all {
+                let what = describe(cfg);
+                errors.push(IngressError::Rule {
+                    rule: last,
+                    reason: format!(
+                        "the last rule must match every request, but this one has {what}; add a last rule without hostname or path, for example `- service: http_status:404`"
+                    ),
+                });
+            }
         }
-        let final_rule = &checked[last - 1];
-        if !final_rule.is_catch_all() {
-            let what = describe(final_rule);
-            return Err(IngressError::Rule {
-                rule: last,
-                reason: format!(
-                    "the last rule must match every request, but this one has {what}; add a last rule without hostname or path, for example `- service: http_status:404`"
-                ),
-            });
+        if !errors.is_empty() {
+            return Err(errors);
         }
         Ok(Self { rules: checked })
     }
@@ -205,11 +210,66 @@ impl Ingress {
     }
 }
 
-fn describe(rule: &Rule) -> String {
-    match (&rule.hostname, &rule.path) {
-        (Some(h), Some(p)) => format!("hostname `{h}` and path `{}`", p.as_str()),
+/// One rule checked, with every problem it has.
+fn check_rule(cfg: &RuleConfig, origin_defaults: &OriginRequest) -> Result<Rule, Vec<String>> {
+    let mut reasons = Vec::new();
+    let hostname = match cfg.hostname.as_deref().map(str::trim) {
+        None | Some("") | Some("*") => None,
+        Some(h) => HostPattern::parse(h)
+            .map_err(|e| reasons.push(e.to_string()))
+            .ok(),
+    };
+    let path = match cfg.path.as_deref() {
+        None | Some("") => None,
+        Some(p) => Regex::new(p)
+            .map_err(|e| {
+                // The regex crate draws a caret under the error over several
+                // lines; its last line says what is wrong.
+                let why = e.to_string();
+                let why = why
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ");
+                reasons.push(format!("path `{p}` is not a valid regex: {why}"));
+            })
+            .ok(),
+    };
+    let service = parse_service(&cfg.service)
+        .map_err(|e| reasons.push(e))
+        .ok();
+    let origin = cfg
+        .origin_request
+        .over(origin_defaults)
+        .resolve()
+        .map_err(|e| reasons.push(format!("origin_request: {e}")))
+        .ok();
+    match (service, origin) {
+        (Some(service), Some(origin)) if reasons.is_empty() => Ok(Rule {
+            hostname,
+            path,
+            service,
+            origin,
+        }),
+        _ => Err(reasons),
+    }
+}
+
+fn is_catch_all(cfg: &RuleConfig) -> bool {
+    matches!(
+        cfg.hostname.as_deref().map(str::trim),
+        None | Some("") | Some("*")
+    ) && matches!(cfg.path.as_deref(), None | Some(""))
+}
+
+fn describe(cfg: &RuleConfig) -> String {
+    let hostname = cfg.hostname.as_deref().map(str::trim);
+    let host = hostname.filter(|h| !h.is_empty() && *h != "*");
+    let path = cfg.path.as_deref().filter(|p| !p.is_empty());
+    match (host, path) {
+        (Some(h), Some(p)) => format!("hostname `{h}` and path `{p}`"),
         (Some(h), None) => format!("hostname `{h}`"),
-        (None, Some(p)) => format!("path `{}`", p.as_str()),
+        (None, Some(p)) => format!("path `{p}`"),
         (None, None) => "no condition".into(),
     }
 }
@@ -255,7 +315,12 @@ fn parse_service(text: &str) -> Result<Service, String> {
             "service `{t}` has a path; a service is an origin (scheme, host and port) only"
         ));
     }
-    if authority.contains('@') || authority.contains('?') || authority.contains('#') {
+    if authority.contains(['@', '?', '#', '\\'])
+        || reqwest::Url::parse(&format!("{scheme}://{authority}/"))
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .is_none()
+    {
         return Err(format!("service `{t}`: the host must be plain HOST:PORT"));
     }
     Ok(Service::Http {
@@ -317,5 +382,36 @@ mod tests {
             rules("- path: '(['\n  service: http://127.0.0.1:1\n- service: http_status:404\n")
                 .unwrap_err();
         assert!(err.to_string().contains("not a valid regex"), "{err}");
+    }
+
+    #[test]
+    fn check_all_names_every_bad_rule() {
+        let cfg: Vec<RuleConfig> = serde_yaml::from_str(
+            "- path: '(['\n  service: http://127.0.0.1:1\n- service: ftp://x\n- hostname: a.com\n  service: http_status:999\n",
+        )
+        .unwrap();
+        let errors = Ingress::check_all(&cfg, &OriginRequest::default()).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 5, "{text:#?}");
+        assert!(
+            text[0].starts_with("ingress rule #1: path `([` is not a valid regex"),
+            "{text:#?}"
+        );
+        assert!(
+            text[1].starts_with("ingress rule #2: service `ftp://x`"),
+            "{text:#?}"
+        );
+        assert!(
+            text[2].starts_with("ingress rule #3: service `http_status:999`"),
+            "{text:#?}"
+        );
+        assert!(
+            text[3].starts_with("ingress rule #2: matches every request"),
+            "{text:#?}"
+        );
+        assert!(
+            text[4].starts_with("ingress rule #3: the last rule must match every request"),
+            "{text:#?}"
+        );
     }
 }

@@ -6,16 +6,21 @@
 //! - [`stream`]: one proxied request, edge to origin and back.
 //! - [`ingress`]: rules and matching (cloudflared's semantics).
 //! - [`origin`]: origin options and pooled clients.
+//! - [`target`]: the request target, checked, and the origin URL built from it.
+//! - [`upload`]: the request body, with its idle timeout and completion.
 #![warn(missing_docs)]
 
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod config_shape;
 pub mod ingress;
 pub mod metrics;
 pub mod origin;
 pub mod stream;
 pub mod supervisor;
+pub mod target;
+pub mod upload;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -146,11 +151,12 @@ pub fn describe_match(ingress: &ingress::Ingress, url: &str) -> anyhow::Result<S
     let host = parsed
         .host_str()
         .ok_or_else(|| anyhow::anyhow!("`{url}` has no host"))?;
-    let mut path = parsed.path().to_string();
-    if let Some(q) = parsed.query() {
-        path = format!("{path}?{q}");
-    }
-    let (index, rule) = ingress.find(host, &path);
+    // Url::parse resolves dot-segments; the connector refuses them, so the
+    // target is checked as typed, the same way a live request's is.
+    let raw = raw_target(url);
+    let target = target::OriginTarget::parse("GET", &raw)
+        .map_err(|e| anyhow::anyhow!("the connector answers `{raw}` with 400: {e}"))?;
+    let (index, rule) = ingress.find(host, target.path());
     let mut out = format!("Matched rule #{}\n", index + 1);
     if let Some(h) = &rule.hostname {
         out.push_str(&format!("\thostname: {h}\n"));
@@ -160,4 +166,16 @@ pub fn describe_match(ingress: &ingress::Ingress, url: &str) -> anyhow::Result<S
     }
     out.push_str(&format!("\tservice: {}\n", rule.service));
     Ok(out)
+}
+
+/// The request target of a URL as a client would send it: what follows the
+/// authority, without the fragment.
+fn raw_target(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split('#').next().unwrap_or_default();
+    match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('?') => format!("/{}", &rest[i..]),
+        Some(i) => rest[i..].to_string(),
+        None => "/".to_string(),
+    }
 }

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub origin_errors: IntCounterVec,
     /// `connector_drains_total{edge}`: drain requests received from edges.
     pub drains: IntCounterVec,
+    /// `connector_bad_requests_total{reason}`: requests refused because of
+    /// what the edge sent (a target that is not origin-form, a dot-segment,
+    /// a stalled or aborted request body).
+    pub bad_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -90,6 +94,11 @@ impl Metrics {
                 "Drain requests received from edges.",
                 &["edge"],
             ),
+            bad_requests: counter(
+                "connector_bad_requests_total",
+                "Requests refused because of what the edge sent, by reason.",
+                &["reason"],
+            ),
             registry,
         };
         for c in [
@@ -102,6 +111,7 @@ impl Metrics {
             Box::new(m.connect_errors.clone()),
             Box::new(m.origin_errors.clone()),
             Box::new(m.drains.clone()),
+            Box::new(m.bad_requests.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }
@@ -116,6 +126,12 @@ impl Metrics {
             StreamErrorKind::Internal,
         ] {
             m.origin_errors.with_label_values(&[kind.as_str()]);
+        }
+        for reason in crate::target::TargetError::ALL {
+            m.bad_requests.with_label_values(&[reason.as_str()]);
+        }
+        for reason in [crate::stream::BODY_IDLE, crate::stream::BODY_ABORTED] {
+            m.bad_requests.with_label_values(&[reason]);
         }
         m
     }

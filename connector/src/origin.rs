@@ -8,6 +8,9 @@ use serde::Deserialize;
 
 use crate::ingress::{Ingress, Service};
 
+/// Default of `origin_request.request_body_idle_timeout`.
+pub const DEFAULT_REQUEST_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Origin settings as written in the config (all optional, so a rule's
 /// settings can lie over the top-level ones).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -16,9 +19,16 @@ pub struct OriginRequest {
     /// Longest wait for a TCP (and TLS) connection to the origin. [default: 10s]
     #[serde(default, with = "daemon::duration::serde_text_opt")]
     pub connect_timeout: Option<Duration>,
-    /// Longest wait for the origin's response head. [default: 90s]
+    /// Longest wait for the origin's response head, counted from the end of
+    /// the request body. [default: 90s]
     #[serde(default, with = "daemon::duration::serde_text_opt")]
     pub response_timeout: Option<Duration>,
+    /// Longest wait for the next bytes of a request body from the tunnel
+    /// (the client stalled), or for the origin to take more of it (the
+    /// origin stalled). The response timeout starts only once the body is
+    /// complete, so this is what bounds a stalled upload. [default: 60s]
+    #[serde(default, with = "daemon::duration::serde_text_opt")]
+    pub request_body_idle_timeout: Option<Duration>,
     /// PEM file of CAs trusted for an https origin (instead of the system's).
     #[serde(default)]
     pub ca_pool: Option<PathBuf>,
@@ -42,6 +52,9 @@ impl OriginRequest {
         OriginRequest {
             connect_timeout: self.connect_timeout.or(base.connect_timeout),
             response_timeout: self.response_timeout.or(base.response_timeout),
+            request_body_idle_timeout: self
+                .request_body_idle_timeout
+                .or(base.request_body_idle_timeout),
             ca_pool: self.ca_pool.clone().or_else(|| base.ca_pool.clone()),
             no_tls_verify: self.no_tls_verify.or(base.no_tls_verify),
             http_host_header: self
@@ -58,6 +71,9 @@ impl OriginRequest {
         let o = OriginOptions {
             connect_timeout: self.connect_timeout.unwrap_or(Duration::from_secs(10)),
             response_timeout: self.response_timeout.unwrap_or(Duration::from_secs(90)),
+            request_body_idle_timeout: self
+                .request_body_idle_timeout
+                .unwrap_or(DEFAULT_REQUEST_BODY_IDLE_TIMEOUT),
             ca_pool: self.ca_pool.clone(),
             no_tls_verify: self.no_tls_verify.unwrap_or(false),
             http_host_header: self.http_host_header.clone(),
@@ -69,6 +85,9 @@ impl OriginRequest {
         }
         if o.response_timeout.is_zero() {
             return Err("response_timeout must be more than zero".into());
+        }
+        if o.request_body_idle_timeout.is_zero() {
+            return Err("request_body_idle_timeout must be more than zero".into());
         }
         if let Some(h) = &o.http_host_header
             && http::HeaderValue::from_str(h).is_err()
@@ -86,8 +105,10 @@ impl OriginRequest {
 pub struct OriginOptions {
     /// Connect timeout.
     pub connect_timeout: Duration,
-    /// Response-head timeout.
+    /// Response-head timeout, from the end of the request body.
     pub response_timeout: Duration,
+    /// Idle timeout of the request body.
+    pub request_body_idle_timeout: Duration,
     /// Trusted CAs for https origins.
     pub ca_pool: Option<PathBuf>,
     /// Skip origin certificate checks.

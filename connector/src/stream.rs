@@ -5,22 +5,28 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use http_body_util::BodyExt;
 use quinn::{RecvStream, SendStream};
 use tunnel::codec::Frame;
-use tunnel::io::{BodyPart, BodyReader, IoError, read_request_head, write_data, write_frame};
+use tunnel::hostname;
+use tunnel::io::{BodyReader, read_request_head, write_data, write_frame};
 use tunnel::message::{HeaderList, RequestHead, ResponseHead, StreamErrorKind, Trailers};
 
 use crate::ingress::{Ingress, Service};
 use crate::metrics::Metrics;
-use crate::origin::OriginClients;
+use crate::origin::{OriginClients, OriginOptions};
+use crate::target::{OriginTarget, TargetError};
+use crate::upload::{self, Upload, UploadState, Waited};
 
 /// How long the edge has to send a request head on a new stream.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// QUIC error code for a stream abandoned because the origin failed mid-body.
 const ORIGIN_BODY_FAILED: u32 = 2;
+/// `connector_bad_requests_total` reason: the request body stalled.
+pub const BODY_IDLE: &str = "request_body_idle_timeout";
+/// `connector_bad_requests_total` reason: the tunnel reset the request body.
+pub const BODY_ABORTED: &str = "request_body_aborted";
 
 /// What a stream needs from the connector.
 pub struct StreamContext {
@@ -49,7 +55,22 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
             return;
         }
     };
-    let (index, rule) = ctx.ingress.find(&head.authority, &head.path);
+    // Checked once: the rule is matched on exactly the path the origin gets.
+    let target = match check_head(&head) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::info!(request_id = ?head.request_id, reason = e.as_str(), error = %e,
+                "refused a request head from the edge");
+            ctx.metrics
+                .bad_requests
+                .with_label_values(&[e.as_str()])
+                .inc();
+            let status = answer_error(&ctx, &mut send, StreamErrorKind::BadRequest).await;
+            count(&ctx, status);
+            return;
+        }
+    };
+    let (index, rule) = ctx.ingress.find(&head.authority, target.path());
     let status = match &rule.service {
         Service::Status(code) => {
             let resp = ResponseHead::Response {
@@ -70,6 +91,7 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
                 &rule.service,
                 &rule.origin,
                 head,
+                &target,
                 send,
                 recv,
                 started,
@@ -77,6 +99,10 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
             .await
         }
     };
+    count(&ctx, status);
+}
+
+fn count(ctx: &StreamContext, status: Option<u16>) {
     if let Some(status) = status {
         ctx.metrics
             .requests
@@ -85,30 +111,74 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
     }
 }
 
+/// The method, target and authority of a head, checked (see [`crate::target`]).
+fn check_head(head: &RequestHead) -> Result<OriginTarget, TargetError> {
+    if http::uri::Authority::try_from(head.authority.as_str())
+        .map_or(true, |a| a.as_str().contains('@'))
+        || hostname::normalize(&head.authority).is_none()
+    {
+        return Err(TargetError::BadAuthority);
+    }
+    if Method::from_bytes(head.method.as_bytes()).is_err() {
+        return Err(TargetError::BadMethod);
+    }
+    OriginTarget::parse(&head.method, &head.path)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn proxy(
     ctx: &StreamContext,
     client: &reqwest::Client,
     service: &Service,
-    origin: &crate::origin::OriginOptions,
+    origin: &OriginOptions,
     head: RequestHead,
+    target: &OriginTarget,
     mut send: SendStream,
     recv: RecvStream,
     started: Instant,
 ) -> Option<u16> {
     let request_id = head.request_id.clone();
-    let req = match build_request(service, origin, head, recv) {
+    let (req, upload) = match build_request(service, origin, head, target, recv) {
         Ok(r) => r,
-        Err(kind) => return answer_error(ctx, &mut send, kind).await,
+        Err(e) => {
+            tracing::warn!(request_id, reason = e.as_str(), error = %e, "refused to build the origin request");
+            ctx.metrics
+                .bad_requests
+                .with_label_values(&[e.as_str()])
+                .inc();
+            return answer_error(ctx, &mut send, StreamErrorKind::BadRequest).await;
+        }
     };
-    let resp = match tokio::time::timeout(origin.response_timeout, client.execute(req)).await {
-        Err(_) => return answer_error(ctx, &mut send, StreamErrorKind::OriginTimeout).await,
-        Ok(Err(e)) => {
+    let exec = client.execute(req);
+    let waited = match upload.clone() {
+        Some(u) => u.wait_response(exec, origin.response_timeout).await,
+        None => upload::wait_response_no_body(exec, origin.response_timeout).await,
+    };
+    let resp = match waited {
+        Waited::Response(Ok(resp)) => resp,
+        Waited::Response(Err(e)) => {
+            // A body that ended early fails the origin request too; blame
+            // the side that stopped, not the origin.
+            if let Some(state) = upload.as_ref().map(Upload::state)
+                && matches!(state, UploadState::Stalled | UploadState::Failed)
+            {
+                return upload_ended(ctx, &mut send, &request_id, state).await;
+            }
             let kind = classify(&e);
             tracing::warn!(request_id, kind = kind.as_str(), error = %e, "origin request failed");
             return answer_error(ctx, &mut send, kind).await;
         }
-        Ok(Ok(resp)) => resp,
+        Waited::ResponseTimeout => {
+            return answer_error(ctx, &mut send, StreamErrorKind::OriginTimeout).await;
+        }
+        Waited::OriginStalled => {
+            tracing::warn!(
+                request_id,
+                "origin stopped reading the request body for the idle timeout"
+            );
+            return answer_error(ctx, &mut send, StreamErrorKind::OriginTimeout).await;
+        }
+        Waited::Upload(state) => return upload_ended(ctx, &mut send, &request_id, state).await,
     };
     ctx.metrics
         .request_duration
@@ -133,8 +203,22 @@ async fn proxy(
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(request_id, error = %e, "origin body failed; aborting the stream");
-                ctx.metrics.origin_errors.with_label_values(&["body"]).inc();
+                match upload.as_ref().map(Upload::state) {
+                    Some(UploadState::Stalled) => {
+                        tracing::info!(
+                            request_id,
+                            "request body stalled mid-response; aborting the stream"
+                        );
+                        ctx.metrics
+                            .bad_requests
+                            .with_label_values(&[BODY_IDLE])
+                            .inc();
+                    }
+                    _ => {
+                        tracing::warn!(request_id, error = %e, "origin body failed; aborting the stream");
+                        ctx.metrics.origin_errors.with_label_values(&["body"]).inc();
+                    }
+                }
                 let _ = send.reset(quinn::VarInt::from_u32(ORIGIN_BODY_FAILED));
                 return Some(status);
             }
@@ -163,19 +247,13 @@ async fn proxy(
 
 fn build_request(
     service: &Service,
-    origin: &crate::origin::OriginOptions,
+    origin: &OriginOptions,
     head: RequestHead,
+    target: &OriginTarget,
     recv: RecvStream,
-) -> Result<reqwest::Request, StreamErrorKind> {
-    let method =
-        Method::from_bytes(head.method.as_bytes()).map_err(|_| StreamErrorKind::BadRequest)?;
-    let url = match service {
-        Service::Http { scheme, authority } => format!("{scheme}://{authority}{}", head.path),
-        // The socket is the origin; the URL only carries the path.
-        Service::Unix(_) => format!("http://localhost{}", head.path),
-        Service::Status(_) => return Err(StreamErrorKind::Internal),
-    };
-    let url = reqwest::Url::parse(&url).map_err(|_| StreamErrorKind::BadRequest)?;
+) -> Result<(reqwest::Request, Option<Upload>), TargetError> {
+    let method = Method::from_bytes(head.method.as_bytes()).map_err(|_| TargetError::BadMethod)?;
+    let url = target.origin_url(service)?;
     let mut req = reqwest::Request::new(method, url);
     let headers = req.headers_mut();
     for (name, value) in &head.headers {
@@ -196,31 +274,36 @@ fn build_request(
     if let Ok(v) = HeaderValue::from_str(host) {
         headers.insert(http::header::HOST, v);
     }
+    let mut upload = None;
     if head.has_body {
-        *req.body_mut() = Some(reqwest::Body::wrap_stream(request_body(BodyReader::new(
-            recv,
-        ))));
+        let (body, watch) = upload::body(BodyReader::new(recv), origin.request_body_idle_timeout);
+        *req.body_mut() = Some(body);
+        upload = Some(watch);
     }
-    Ok(req)
+    Ok((req, upload))
 }
 
-/// The request body as a stream of bytes, read from the tunnel as the origin
-/// asks for it (backpressure end to end).
-fn request_body(
-    reader: BodyReader,
-) -> impl futures_util::Stream<Item = Result<Bytes, IoError>> + Send + 'static {
-    futures_util::stream::unfold(Some(reader), |state| async move {
-        let mut reader = state?;
-        loop {
-            match reader.next().await {
-                Ok(Some(BodyPart::Data(b))) => return Some((Ok(b), Some(reader))),
-                // HTTP/1.1 request trailers are rare; they are not forwarded.
-                Ok(Some(BodyPart::Trailers(_))) => continue,
-                Ok(None) => return None,
-                Err(e) => return Some((Err(e), None)),
-            }
-        }
-    })
+/// Answers a request whose body stopped coming from the tunnel. The client
+/// (or the edge) stopped, not the origin: a 400, counted as a bad request
+/// so that slow clients do not look like a failing origin.
+async fn upload_ended(
+    ctx: &StreamContext,
+    send: &mut SendStream,
+    request_id: &str,
+    state: UploadState,
+) -> Option<u16> {
+    let reason = if state == UploadState::Stalled {
+        BODY_IDLE
+    } else {
+        BODY_ABORTED
+    };
+    tracing::info!(
+        request_id,
+        reason,
+        "request body ended early; origin request abandoned"
+    );
+    ctx.metrics.bad_requests.with_label_values(&[reason]).inc();
+    answer_error(ctx, send, StreamErrorKind::BadRequest).await
 }
 
 async fn answer_error(

@@ -4,9 +4,11 @@
 //! when a test panics.
 
 pub mod bins;
+pub mod config_connector;
 pub mod dashboards;
 pub mod fleet;
 pub mod grafana;
+pub mod hostile_edge;
 pub mod http;
 pub mod metrics;
 pub mod net;
@@ -14,6 +16,7 @@ pub mod origin;
 pub mod pattern;
 pub mod postgres;
 pub mod proc;
+pub mod recording_origin;
 pub mod rollouts;
 pub mod tunnel_setup;
 pub mod workdir;
