@@ -272,8 +272,8 @@ impl Supervisor {
             .map_err(|e| failed(&e))?;
         match reply {
             Some(ControlMessage::Registered(r)) => {
-                tracing::info!(slot, edge = %target.address, edge_id = %r.edge_id,
-                    location = %r.location, "tunnel connection registered");
+                tracing::info!(slot, edge = %target.address, edge_id = ?r.edge_id,
+                    location = ?r.location, "tunnel connection registered");
                 let (tx, rx) = mpsc::channel(8);
                 tokio::spawn(read_control_stream(recv, tx));
                 Ok(EdgeConn {
@@ -290,7 +290,7 @@ impl Supervisor {
                     .with_label_values(&[&target.address, r.reason.as_str()])
                     .inc();
                 tracing::error!(slot, edge = %target.address, reason = r.reason.as_str(),
-                    detail = %r.message, "edge refused the registration");
+                    detail = ?r.message, "edge refused the registration");
                 conn.close(quinn::VarInt::from_u32(0), b"rejected");
                 Err(DialError::Rejected(r.retry_after))
             }
