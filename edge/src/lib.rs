@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod config_check;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
