@@ -9,6 +9,8 @@ use clap::Args;
 use daemon::logging::LogFormat;
 use serde::Deserialize;
 
+use crate::config_check::{self, Problem};
+
 /// The flags of `edge run`. Each has an `EDGE_*` variable and a key of the
 /// same name (with `_`) in the `--config` file; a flag or variable wins over
 /// the file.
@@ -60,7 +62,8 @@ pub struct RunArgs {
     pub log_format: Option<LogFormat>,
 }
 
-/// The `--config` file. Unknown keys are an error, so a typo is not ignored.
+/// The `--config` file. Unknown keys are an error, so a typo is not ignored;
+/// [`config_check`] reports every bad key and value of a file at once.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -124,7 +127,7 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The config file is not valid.
+    /// The config file is not YAML.
     #[error("config file {path} is invalid: {reason}")]
     Parse {
         /// The file.
@@ -132,35 +135,50 @@ pub enum ConfigError {
         /// What serde said, with the line.
         reason: String,
     },
-    /// A required setting is missing.
-    #[error("`{flag}` is required: pass the flag, set {env}, or put `{key}` in the config file")]
-    Missing {
-        /// The flag.
-        flag: &'static str,
-        /// The variable.
-        env: &'static str,
-        /// The file key.
-        key: &'static str,
-    },
-    /// A setting has a value that cannot work.
-    #[error("`{key}`: {reason}")]
+    /// Settings that are unknown, missing or wrong: every one of them.
+    #[error("{}", problem_list(.config.as_deref(), .problems))]
     Invalid {
-        /// The setting.
-        key: &'static str,
-        /// Why.
-        reason: String,
+        /// The config file, if one was given (problem lines refer to it).
+        config: Option<PathBuf>,
+        /// Each problem, in file order, then missing settings, then checks.
+        problems: Vec<Problem>,
     },
+}
+
+fn problem_list(config: Option<&Path>, problems: &[Problem]) -> String {
+    let mut out = match problems.len() {
+        1 => "1 problem in the settings".to_string(),
+        n => format!("{n} problems in the settings"),
+    };
+    if let Some(path) = config {
+        out.push_str(&format!(" (config file {})", path.display()));
+    }
+    out.push(':');
+    for p in problems {
+        out.push_str(&format!("\n  - {p}"));
+    }
+    out
 }
 
 impl RunArgs {
     /// Merges flags over the file over defaults and checks the result.
     pub fn resolve(self) -> Result<EdgeConfig, ConfigError> {
-        let file = match &self.config {
+        let (file, mut problems) = match &self.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => (FileConfig::default(), Vec::new()),
         };
-        let required =
-            |v: Option<PathBuf>, flag, env, key| v.ok_or(ConfigError::Missing { flag, env, key });
+        let mut missing = Vec::new();
+        let mut required = |v: Option<PathBuf>, flag: &str, env: &str, key: &str| {
+            v.unwrap_or_else(|| {
+                missing.push(Problem::new(
+                    key,
+                    format!(
+                        "is required: pass {flag}, set {env}, or put `{key}` in the config file"
+                    ),
+                ));
+                PathBuf::new()
+            })
+        };
         let cfg = EdgeConfig {
             public_http: self
                 .public_http
@@ -179,19 +197,19 @@ impl RunArgs {
                 "--tunnels-file",
                 "EDGE_TUNNELS_FILE",
                 "tunnels_file",
-            )?,
+            ),
             tls_cert: required(
                 self.tls_cert.or(file.tls_cert),
                 "--tls-cert",
                 "EDGE_TLS_CERT",
                 "tls_cert",
-            )?,
+            ),
             tls_key: required(
                 self.tls_key.or(file.tls_key),
                 "--tls-key",
                 "EDGE_TLS_KEY",
                 "tls_key",
-            )?,
+            ),
             location: self
                 .location
                 .or(file.location)
@@ -218,47 +236,64 @@ impl RunArgs {
                 .unwrap_or(10_000),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
         };
-        cfg.validate()?;
-        Ok(cfg)
+        problems.extend(missing);
+        problems.extend(cfg.problems());
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid {
+                config: self.config,
+                problems,
+            })
+        }
     }
 }
 
 impl EdgeConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.to_string(),
-            })
+    /// Every value that cannot work, not just the first.
+    fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut check = |bad: bool, key: &str, reason: &str| {
+            if bad {
+                out.push(Problem::new(key, reason));
+            }
         };
-        if self.max_connections == 0 {
-            return invalid("max_connections", "must be at least 1");
-        }
-        if self.location.trim().is_empty() {
-            return invalid("location", "must not be empty");
-        }
-        if self.edge_id.trim().is_empty() {
-            return invalid("edge_id", "must not be empty");
-        }
-        if self.response_timeout.is_zero() {
-            return invalid("response_timeout", "must be more than zero");
-        }
-        if self.public_http == self.admin {
-            return invalid("admin", "must differ from public_http");
-        }
-        Ok(())
+        check(
+            self.max_connections == 0,
+            "max_connections",
+            "must be at least 1",
+        );
+        check(
+            self.location.trim().is_empty(),
+            "location",
+            "must not be empty",
+        );
+        check(
+            self.edge_id.trim().is_empty(),
+            "edge_id",
+            "must not be empty",
+        );
+        check(
+            self.response_timeout.is_zero(),
+            "response_timeout",
+            "must be more than zero",
+        );
+        check(
+            self.public_http == self.admin,
+            "admin",
+            "must differ from public_http",
+        );
+        out
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+/// The file's settings, and a problem for each key that is unknown or wrong.
+fn read_file(path: &Path) -> Result<(FileConfig, Vec<Problem>), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    if text.trim().is_empty() {
-        return Ok(FileConfig::default());
-    }
-    serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+    config_check::parse_all(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
@@ -323,5 +358,31 @@ mod tests {
         let err = a.resolve().unwrap_err().to_string();
         assert!(err.contains("public_htp"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let file = std::env::temp_dir().join(format!("edge-cfg-all-{}.yaml", std::process::id()));
+        let text =
+            "public_htp: 127.0.0.1:1\nmax_connections: 0\nresponse_timeout: soon\nlocaton: ams\n";
+        std::fs::write(&file, text).unwrap();
+        let a = RunArgs {
+            config: Some(file.clone()),
+            tls_key: Some("k.pem".into()),
+            ..Default::default()
+        };
+        let err = a.resolve().unwrap_err().to_string();
+        for want in [
+            "6 problems",
+            "`public_htp` (line 1): unknown key; did you mean `public_http`?",
+            "`response_timeout` (line 3): ",
+            "`locaton` (line 4): unknown key; did you mean `location`?",
+            "`tunnels_file`: is required: pass --tunnels-file",
+            "`tls_cert`: is required",
+            "`max_connections`: must be at least 1",
+        ] {
+            assert!(err.contains(want), "{want:?} not in:\n{err}");
+        }
+        std::fs::remove_file(&file).unwrap();
     }
 }

@@ -5,15 +5,22 @@
 //! - [`listener`]: the QUIC listener and the registration handshake.
 //! - [`registry`]: live connections and the choice of one per request.
 //! - [`proxy`]: the public HTTP listener.
+//! - [`request_head`]: checks on a public request's head before it is forwarded.
+//! - [`forwarding`]: which headers cross the edge, and the forwarding headers it sets.
+//! - [`request_metrics`]: a request's metrics, kept true when its client leaves.
 //! - [`tunnels`]: the tunnels file and the hostname routing table.
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod config;
+pub mod config_check;
+pub mod forwarding;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod registry;
+pub mod request_head;
+pub mod request_metrics;
 pub mod tunnels;
 
 use std::path::Path;

@@ -10,9 +10,11 @@ use prometheus::{
 pub struct Metrics {
     /// The registry served on `/metrics`.
     pub registry: Registry,
-    /// `edge_requests_total{tunnel, status_class}`.
+    /// `edge_requests_total{tunnel, status_class}`; `status_class` is `2xx`..`5xx`,
+    /// or `client_closed` when the client left before the response head.
     pub requests: IntCounterVec,
-    /// `edge_request_duration_seconds{tunnel}`: until the response head.
+    /// `edge_request_duration_seconds{tunnel}`: until the response head (or
+    /// until the client left).
     pub request_duration: HistogramVec,
     /// `edge_requests_in_flight`.
     pub in_flight: IntGauge,
@@ -45,7 +47,7 @@ impl Metrics {
             requests: IntCounterVec::new(
                 Opts::new(
                     "edge_requests_total",
-                    "Public requests by tunnel and response status class.",
+                    "Public requests by tunnel and response status class (client_closed: the client left before the response head).",
                 ),
                 &["tunnel", "status_class"],
             )
@@ -53,7 +55,7 @@ impl Metrics {
             request_duration: HistogramVec::new(
                 HistogramOpts::new(
                     "edge_request_duration_seconds",
-                    "Time from a public request to its response head.",
+                    "Time from a public request to its response head, or to its client leaving.",
                 )
                 .buckets(vec![
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

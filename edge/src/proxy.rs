@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HOST, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -21,10 +21,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel::codec::Frame;
 use tunnel::io::{BodyPart, BodyReader, IoError, read_response_head, write_data, write_frame};
-use tunnel::message::{HeaderList, RequestHead, ResponseHead, StreamErrorKind, StreamKind};
+use tunnel::message::{HeaderList, ResponseHead, StreamErrorKind};
 
+use crate::forwarding::connection_named;
 use crate::metrics::Metrics;
 use crate::registry::{ConnRegistry, InFlight};
+use crate::request_head::{RequestError, head_from_parts};
+use crate::request_metrics::RequestRecord;
 use crate::tunnels::SharedTable;
 use daemon::release::FaultInjection;
 
@@ -41,9 +44,9 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// detail goes to the log, never to the client.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    /// No Host header.
-    #[error("request has no Host header")]
-    NoHost,
+    /// The request cannot be forwarded as it is (the client's error).
+    #[error("refused request: {0}")]
+    Request(#[from] RequestError),
     /// No tunnel serves this hostname.
     #[error("no tunnel for this hostname")]
     UnknownHost,
@@ -68,7 +71,7 @@ impl ProxyError {
     /// The status and body the client gets.
     pub fn response(&self) -> (StatusCode, &'static str) {
         match self {
-            Self::NoHost => (StatusCode::BAD_REQUEST, "missing Host header"),
+            Self::Request(e) => e.response(),
             Self::UnknownHost => (
                 StatusCode::NOT_FOUND,
                 "no tunnel is configured for this hostname",
@@ -128,14 +131,13 @@ impl Proxy {
         req: Request<Incoming>,
         client: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        let started = Instant::now();
         let request_id = self.request_id();
-        self.metrics.in_flight.inc();
-        let mut tunnel_label = String::from("none");
+        // Records the request even if this future is dropped at an .await
+        // (the client disconnected).
+        let mut record = RequestRecord::start(&self.metrics);
         let result = self
-            .forward(req, client, &request_id, &mut tunnel_label)
+            .forward(req, client, &request_id, &mut record.tunnel)
             .await;
-        self.metrics.in_flight.dec();
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
@@ -151,17 +153,7 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().entry(REQUEST_ID).or_insert(v);
         }
-        self.metrics
-            .requests
-            .with_label_values(&[
-                &tunnel_label,
-                daemon::metrics::status_class(resp.status().as_u16()),
-            ])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[&tunnel_label])
-            .observe(started.elapsed().as_secs_f64());
+        record.finish(resp.status());
         Ok(resp)
     }
 
@@ -172,38 +164,26 @@ impl Proxy {
         request_id: &str,
         tunnel_label: &mut String,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let host = req
-            .headers()
-            .get(HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()))
-            .ok_or(ProxyError::NoHost)?;
+        // Checked (and sized against a tunnel frame) before anything else,
+        // so a bad request never reaches a connector.
+        let head = head_from_parts(
+            req.method(),
+            req.uri(),
+            req.headers(),
+            !http_body::Body::is_end_stream(req.body()),
+            client,
+            request_id,
+        )?;
         let tunnel = self
             .table
             .current()
-            .route(&host)
+            .route(&head.authority)
             .ok_or(ProxyError::UnknownHost)?;
         *tunnel_label = tunnel.id.to_string();
         if self.faults.http_500_ratio > 0.0 && chance(self.faults.http_500_ratio) {
             self.metrics.faults_injected.inc();
             return Err(ProxyError::Injected);
         }
-
-        let head = RequestHead {
-            kind: StreamKind::Http,
-            method: req.method().to_string(),
-            authority: host,
-            path: req
-                .uri()
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "/".into()),
-            has_body: !http_body::Body::is_end_stream(req.body()),
-            headers: forward_headers(req.headers(), client, request_id),
-            client_addr: client.to_string(),
-            request_id: request_id.to_string(),
-        };
 
         let (guard, mut send, mut recv) = self.open_stream(&tunnel.id).await?;
         write_frame(&mut send, &Frame::RequestHead(head)).await?;
@@ -293,43 +273,20 @@ fn response_body(reader: BodyReader, guard: InFlight) -> ProxyBody {
     StreamBody::new(stream).boxed_unsync()
 }
 
-/// The request headers sent to the origin: hop-by-hop ones removed, the
-/// forwarding headers added.
-fn forward_headers(headers: &HeaderMap, client: SocketAddr, request_id: &str) -> HeaderList {
-    let mut out: HeaderList = Vec::with_capacity(headers.len() + 3);
-    let mut xff = None;
-    for (name, value) in headers {
-        let n = name.as_str();
-        if tunnel::message::is_hop_by_hop(n) || n == REQUEST_ID || n == "x-forwarded-proto" {
-            continue;
-        }
-        if n == "x-forwarded-for" {
-            xff = Some(value.as_bytes().to_vec());
-            continue;
-        }
-        out.push((n.to_string(), value.as_bytes().to_vec()));
-    }
-    let ip = client.ip().to_string();
-    let xff = match xff {
-        Some(mut prior) => {
-            prior.extend_from_slice(b", ");
-            prior.extend_from_slice(ip.as_bytes());
-            prior
-        }
-        None => ip.into_bytes(),
-    };
-    out.push(("x-forwarded-for".into(), xff));
-    out.push(("x-forwarded-proto".into(), b"http".to_vec()));
-    out.push((REQUEST_ID.into(), request_id.as_bytes().to_vec()));
-    out
-}
-
-/// Builds a header map, leaving out hop-by-hop headers and any that are not
-/// valid HTTP (a peer bug must not break the response).
+/// Builds a header map, leaving out hop-by-hop headers, headers the origin
+/// named in `Connection`, and any that are not valid HTTP (a peer bug must
+/// not break the response).
 fn to_header_map(list: HeaderList) -> HeaderMap {
+    let nominated = connection_named(
+        list.iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+            .map(|(_, v)| v.as_slice()),
+    );
     let mut map = HeaderMap::with_capacity(list.len());
     for (name, value) in list {
-        if tunnel::message::is_hop_by_hop(&name) {
+        if tunnel::message::is_hop_by_hop(&name)
+            || nominated.iter().any(|c| name.eq_ignore_ascii_case(c))
+        {
             continue;
         }
         match (
@@ -431,25 +388,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forwarding_headers_append_and_replace() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        h.insert("connection", HeaderValue::from_static("keep-alive"));
-        h.insert(REQUEST_ID, HeaderValue::from_static("spoofed"));
-        h.insert("accept", HeaderValue::from_static("*/*"));
-        let out = forward_headers(&h, "127.0.0.9:5555".parse().unwrap(), "rid");
-        let get = |n: &str| {
-            out.iter()
-                .filter(|(k, _)| k == n)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(get("x-forwarded-for"), vec!["10.0.0.1, 127.0.0.9"]);
-        assert_eq!(get("x-forwarded-proto"), vec!["http"]);
-        assert_eq!(get(REQUEST_ID), vec!["rid"]);
-        assert!(get("connection").is_empty());
-        assert_eq!(get("accept"), vec!["*/*"]);
+    fn response_headers_named_in_connection_are_dropped() {
+        let list = vec![
+            ("Connection".to_string(), b"X-Internal, close".to_vec()),
+            ("x-internal".to_string(), b"secret".to_vec()),
+            ("keep-alive".to_string(), b"timeout=5".to_vec()),
+            ("content-type".to_string(), b"text/plain".to_vec()),
+        ];
+        let map = to_header_map(list);
+        assert_eq!(map.len(), 1, "{map:?}");
+        assert_eq!(map["content-type"], "text/plain");
     }
 
     #[test]
@@ -460,7 +408,8 @@ mod tests {
             (ProxyError::Timeout, 504),
             (ProxyError::Origin(StreamErrorKind::OriginTimeout), 504),
             (ProxyError::Origin(StreamErrorKind::OriginUnreachable), 502),
-            (ProxyError::NoHost, 400),
+            (ProxyError::Request(RequestError::NoHost), 400),
+            (ProxyError::Request(RequestError::UriTooLong), 414),
             (ProxyError::Injected, 500),
         ];
         for (err, want) in cases {

@@ -210,3 +210,21 @@ impl Connector {
         crate::metrics::scrape(self.admin).await
     }
 }
+
+/// The smallest real tunnel: certificates from `edge dev-cert`, one tunnel
+/// for `hostnames`, an edge on host 1 of `net` and a registered connector on
+/// host 2 that serves `origin_url`.
+pub async fn single_tunnel(
+    work: &Workdir,
+    net: &TestNet,
+    hostnames: &[&str],
+    origin_url: &str,
+) -> (Pki, Edge, Connector) {
+    let pki = Pki::new(work);
+    let token = work.join("token");
+    pki.create_tunnel(hostnames, &token);
+    let edge = Edge::start(work, &pki, net, 1, &[]).await;
+    let connector = Connector::start(work, &pki, net, 2, &[edge.tunnel], &token, origin_url, &[]);
+    connector.wait_ready().await;
+    (pki, edge, connector)
+}

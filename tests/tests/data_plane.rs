@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tests::net::TestNet;
 use tests::proc::eventually;
-use tests::tunnel_setup::{Connector, Edge, Pki};
+use tests::tunnel_setup::{Connector, Edge, Pki, single_tunnel};
 use tests::workdir::Workdir;
 use tests::{metrics, origin, pattern};
 
@@ -28,21 +28,8 @@ impl Tunnel {
         let net = TestNet::new();
         let origin_addr = net.addr(10, 8000);
         let origin = origin::spawn(origin_addr).await;
-        let pki = Pki::new(&work);
-        let token = work.join("token");
-        pki.create_tunnel(&[HOST], &token);
-        let edge = Edge::start(&work, &pki, &net, 1, &[]).await;
-        let connector = Connector::start(
-            &work,
-            &pki,
-            &net,
-            2,
-            &[edge.tunnel],
-            &token,
-            &format!("http://{origin_addr}"),
-            &[],
-        );
-        connector.wait_ready().await;
+        let (pki, edge, connector) =
+            single_tunnel(&work, &net, &[HOST], &format!("http://{origin_addr}")).await;
         Self {
             work,
             net,

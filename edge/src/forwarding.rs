@@ -1,0 +1,185 @@
+//! Which request headers cross the edge, and the forwarding headers it sets.
+//!
+//! Trust model: the edge is the first hop Warren trusts. Anything a public
+//! client sends about where a request came from (`Forwarded`,
+//! `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto`, `X-Real-IP`)
+//! is a claim by an anonymous peer, so the edge drops those headers and sets
+//! each one itself from what it saw: the TCP peer's address, the authority it
+//! routed by, and the scheme of its listener. An origin behind a connector can
+//! therefore believe these headers exactly as far as it believes the edge.
+//! There is no list of trusted proxies in front of the edge (a CDN in front
+//! would need one; nothing in Warren's deployment puts one there).
+//!
+//! Hop-by-hop headers (RFC 9110 §7.6.1) and every header named in the
+//! `Connection` header are removed in both directions: they describe the
+//! client's (or origin's) connection, not the message.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::HeaderMap;
+use tunnel::message::{HeaderList, is_hop_by_hop};
+
+use crate::proxy::REQUEST_ID;
+
+/// Headers the edge always sets itself, replacing whatever the client sent.
+pub const SET_BY_EDGE: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
+/// The scheme of the public listener, as `X-Forwarded-Proto` reports it.
+pub const PUBLIC_SCHEME: &str = "http";
+
+/// The request headers sent to the origin: hop-by-hop headers, headers named
+/// in `Connection`, `Host` (the head's authority carries it) and any client
+/// forwarding headers removed; the edge's own forwarding headers and request
+/// id added.
+pub fn forward_headers(
+    headers: &HeaderMap,
+    authority: &str,
+    client: SocketAddr,
+    request_id: &str,
+) -> HeaderList {
+    let nominated = connection_named(
+        headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
+    let mut out: HeaderList = Vec::with_capacity(headers.len() + SET_BY_EDGE.len() + 1);
+    for (name, value) in headers {
+        let n = name.as_str();
+        if is_hop_by_hop(n)
+            || n == "host"
+            || n == REQUEST_ID
+            || SET_BY_EDGE.contains(&n)
+            || nominated.iter().any(|c| c == n)
+        {
+            continue;
+        }
+        out.push((n.to_string(), value.as_bytes().to_vec()));
+    }
+    let ip = client.ip();
+    out.push(("x-forwarded-for".into(), ip.to_string().into_bytes()));
+    out.push(("x-real-ip".into(), ip.to_string().into_bytes()));
+    out.push(("x-forwarded-host".into(), authority.as_bytes().to_vec()));
+    out.push((
+        "x-forwarded-proto".into(),
+        PUBLIC_SCHEME.as_bytes().to_vec(),
+    ));
+    out.push(("forwarded".into(), forwarded(ip, authority).into_bytes()));
+    out.push((REQUEST_ID.into(), request_id.as_bytes().to_vec()));
+    out
+}
+
+/// The RFC 7239 `Forwarded` value for one hop. An IPv6 address and a host
+/// with a port are quoted, as the RFC's grammar requires; the authority was
+/// validated before (no quotes or backslashes in it).
+fn forwarded(ip: IpAddr, authority: &str) -> String {
+    let node = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let host = if authority.contains(':') {
+        format!("\"{authority}\"")
+    } else {
+        authority.to_string()
+    };
+    format!("for={node};host={host};proto={PUBLIC_SCHEME}")
+}
+
+/// The header names listed in `Connection` values, lower-cased.
+pub fn connection_named<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    values
+        .flat_map(|v| v.split(|b| *b == b','))
+        .filter_map(|token| std::str::from_utf8(token).ok())
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn get(out: &HeaderList, n: &str) -> Vec<String> {
+        out.iter()
+            .filter(|(k, _)| k == n)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn client_forwarding_headers_are_replaced_not_appended() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "admin.internal"),
+            ("x-real-ip", "10.0.0.2"),
+            ("forwarded", "for=10.0.0.3"),
+            (REQUEST_ID, "spoofed"),
+            ("host", "app.test"),
+            ("accept", "*/*"),
+        ] {
+            h.append(n, HeaderValue::from_static(v));
+        }
+        let out = forward_headers(
+            &h,
+            "app.test:8080",
+            "127.0.0.9:5555".parse().unwrap(),
+            "rid",
+        );
+        assert_eq!(get(&out, "x-forwarded-for"), ["127.0.0.9"]);
+        assert_eq!(get(&out, "x-real-ip"), ["127.0.0.9"]);
+        assert_eq!(get(&out, "x-forwarded-proto"), ["http"]);
+        assert_eq!(get(&out, "x-forwarded-host"), ["app.test:8080"]);
+        assert_eq!(
+            get(&out, "forwarded"),
+            ["for=127.0.0.9;host=\"app.test:8080\";proto=http"]
+        );
+        assert_eq!(get(&out, REQUEST_ID), ["rid"]);
+        assert!(get(&out, "host").is_empty());
+        assert_eq!(get(&out, "accept"), ["*/*"]);
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.append("connection", HeaderValue::from_static(" x-other ,"));
+        h.append("x-secret", HeaderValue::from_static("1"));
+        h.append("x-other", HeaderValue::from_static("2"));
+        h.append("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.append("upgrade", HeaderValue::from_static("h2c"));
+        h.append("x-kept", HeaderValue::from_static("3"));
+        let out = forward_headers(&h, "app.test", "127.0.0.9:5555".parse().unwrap(), "rid");
+        let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+        for gone in ["connection", "x-secret", "x-other", "keep-alive", "upgrade"] {
+            assert!(!names.contains(&gone), "{gone} in {names:?}");
+        }
+        assert_eq!(get(&out, "x-kept"), ["3"]);
+    }
+
+    #[test]
+    fn ipv6_clients_are_quoted_in_forwarded() {
+        let out = forward_headers(
+            &HeaderMap::new(),
+            "app.test",
+            "[::1]:5555".parse().unwrap(),
+            "rid",
+        );
+        assert_eq!(
+            get(&out, "forwarded"),
+            ["for=\"[::1]\";host=app.test;proto=http"]
+        );
+        assert_eq!(get(&out, "x-forwarded-for"), ["::1"]);
+    }
+}
