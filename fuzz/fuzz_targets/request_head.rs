@@ -25,7 +25,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let client: SocketAddr = "203.0.113.7:50123".parse().unwrap();
-    let Ok(head) = head_from_parts(&parts, has_body, client, "fuzz-1") else {
+    let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
+    let Ok(head) = head_from_parts(method, uri, headers, has_body, client, "fuzz-1") else {
         return;
     };
     assert!(
@@ -95,12 +96,14 @@ fn hyper_parts(data: &[u8]) -> Option<(http::request::Parts, bool)> {
 }
 
 /// The head building of `edge::proxy::Proxy::forward` on main, which is
-/// private there: the same fields from the same places. A pure
-/// `edge::request_head::head_from_parts` replaces this module.
+/// private there: the same fields from the same places, behind the
+/// signature of the pure `edge::request_head::head_from_parts` that
+/// replaces this module (change the `use` above to it).
 mod edge_today {
     use std::net::SocketAddr;
 
     use http::header::HOST;
+    use http::{HeaderMap, Method, Uri};
     use tunnel::message::{HeaderList, RequestHead, StreamKind};
 
     /// Why the edge answers a request itself instead of framing it.
@@ -108,35 +111,35 @@ mod edge_today {
     pub struct NoHost;
 
     pub fn head_from_parts(
-        parts: &http::request::Parts,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
         has_body: bool,
         client: SocketAddr,
         request_id: &str,
     ) -> Result<RequestHead, NoHost> {
-        let authority = parts
-            .headers
+        let authority = headers
             .get(HOST)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+            .or_else(|| uri.authority().map(|a| a.to_string()))
             .ok_or(NoHost)?;
         Ok(RequestHead {
             kind: StreamKind::Http,
-            method: parts.method.to_string(),
+            method: method.to_string(),
             authority,
-            path: parts
-                .uri
+            path: uri
                 .path_and_query()
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "/".into()),
             has_body,
-            headers: forward_headers(&parts.headers, client, request_id),
+            headers: forward_headers(headers, client, request_id),
             client_addr: client.to_string(),
             request_id: request_id.to_string(),
         })
     }
 
-    fn forward_headers(headers: &http::HeaderMap, client: SocketAddr, id: &str) -> HeaderList {
+    fn forward_headers(headers: &HeaderMap, client: SocketAddr, id: &str) -> HeaderList {
         let request_id = edge::proxy::REQUEST_ID;
         let mut out: HeaderList = Vec::with_capacity(headers.len() + 3);
         let mut xff = None;
