@@ -2,8 +2,8 @@
 //! more bytes" or an error, never panic, and a frame it returns must encode
 //! back to the same bytes.
 //!
-//! Run: `cargo fuzz run decode tunnel/tests/malformed` (seeded with the
-//! malformed-input corpus that `cargo test -p tunnel` also replays).
+//! Run: `scripts/fuzz decode` (seeded with the malformed-input corpus that
+//! `cargo test -p tunnel` also replays).
 #![no_main]
 
 use bytes::BytesMut;
@@ -14,6 +14,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some((frame, used))) = codec::decode(data) {
         let mut again = BytesMut::new();
         codec::encode(&frame, &mut again).expect("a decoded frame encodes");
-        assert_eq!(&again[..], &data[..used], "decode then encode is the identity");
+        assert_eq!(
+            &again[..],
+            &data[..used],
+            "decode then encode is the identity"
+        );
     }
 });
