@@ -86,12 +86,12 @@ pub fn head_from_parts(
         return Err(RequestError::AmbiguousLength);
     }
     let authority = authority(uri, headers)?;
+    // `PathAndQuery`'s Display puts back the `/` an absolute-form target
+    // may lack (`http://host?q` is `/?q`); `as_str` would send `?q`.
     let path = uri
         .path_and_query()
-        .map(|p| p.as_str())
-        .filter(|p| !p.is_empty())
-        .unwrap_or("/")
-        .to_string();
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "/".into());
     let head = RequestHead {
         kind: StreamKind::Http,
         method: method.to_string(),
@@ -288,6 +288,11 @@ mod tests {
         assert_eq!(xfh.map(|(_, v)| v.as_slice()), Some(&b"app.test"[..]));
         assert!(!h.headers.iter().any(|(n, _)| n == "host"));
         assert_eq!(head("GET", "http://app.test", &[]).unwrap().path, "/");
+        // Found by the request_head fuzz target: an empty path before a query.
+        assert_eq!(
+            head("GET", "http://app.test?admin", &[]).unwrap().path,
+            "/?admin"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use tunnel::codec::{self, Frame, FrameError};
 use tunnel::message::is_hop_by_hop;
 
-use edge_today::head_from_parts;
+use edge::request_head::head_from_parts;
 
 /// hyper's default limit on the number of request headers.
 const MAX_HEADERS: usize = 100;
@@ -93,79 +93,4 @@ fn hyper_parts(data: &[u8]) -> Option<(http::request::Parts, bool)> {
     }
     let (parts, ()) = builder.body(()).ok()?.into_parts();
     Some((parts, chunked || length.is_some_and(|n| n > 0)))
-}
-
-/// The head building of `edge::proxy::Proxy::forward` on main, which is
-/// private there: the same fields from the same places, behind the
-/// signature of the pure `edge::request_head::head_from_parts` that
-/// replaces this module (change the `use` above to it).
-mod edge_today {
-    use std::net::SocketAddr;
-
-    use http::header::HOST;
-    use http::{HeaderMap, Method, Uri};
-    use tunnel::message::{HeaderList, RequestHead, StreamKind};
-
-    /// Why the edge answers a request itself instead of framing it.
-    #[derive(Debug)]
-    pub struct NoHost;
-
-    pub fn head_from_parts(
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-        has_body: bool,
-        client: SocketAddr,
-        request_id: &str,
-    ) -> Result<RequestHead, NoHost> {
-        let authority = headers
-            .get(HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| uri.authority().map(|a| a.to_string()))
-            .ok_or(NoHost)?;
-        Ok(RequestHead {
-            kind: StreamKind::Http,
-            method: method.to_string(),
-            authority,
-            path: uri
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "/".into()),
-            has_body,
-            headers: forward_headers(headers, client, request_id),
-            client_addr: client.to_string(),
-            request_id: request_id.to_string(),
-        })
-    }
-
-    fn forward_headers(headers: &HeaderMap, client: SocketAddr, id: &str) -> HeaderList {
-        let request_id = edge::proxy::REQUEST_ID;
-        let mut out: HeaderList = Vec::with_capacity(headers.len() + 3);
-        let mut xff = None;
-        for (name, value) in headers {
-            let n = name.as_str();
-            if tunnel::message::is_hop_by_hop(n) || n == request_id || n == "x-forwarded-proto" {
-                continue;
-            }
-            if n == "x-forwarded-for" {
-                xff = Some(value.as_bytes().to_vec());
-                continue;
-            }
-            out.push((n.to_string(), value.as_bytes().to_vec()));
-        }
-        let ip = client.ip().to_string().into_bytes();
-        let xff = match xff {
-            Some(mut prior) => {
-                prior.extend_from_slice(b", ");
-                prior.extend_from_slice(&ip);
-                prior
-            }
-            None => ip,
-        };
-        out.push(("x-forwarded-for".into(), xff));
-        out.push(("x-forwarded-proto".into(), b"http".to_vec()));
-        out.push((request_id.into(), id.as_bytes().to_vec()));
-        out
-    }
 }
