@@ -55,8 +55,9 @@ pub struct RunArgs {
     /// Most public connections served at once. [default: 10000]
     #[arg(long, env = "EDGE_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
-    /// Most public connections from one client IP address at once; past it
-    /// a new connection gets `503` with `Retry-After` and is closed.
+    /// Most public connections from one client IP address (an IPv6 client:
+    /// its /64) at once; past it a new connection gets `503` with
+    /// `Retry-After` and is closed.
     /// [default: 256]
     #[arg(long, env = "EDGE_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
@@ -84,7 +85,7 @@ pub struct RunArgs {
     #[arg(long, env = "EDGE_MAX_PENDING_REGISTRATIONS", value_name = "N")]
     pub max_pending_registrations: Option<usize>,
     /// Most connector connections not registered yet from one source IP
-    /// address. [default: 32]
+    /// address (IPv6: one /64). [default: 32]
     #[arg(long, env = "EDGE_MAX_PENDING_REGISTRATIONS_PER_IP", value_name = "N")]
     pub max_pending_registrations_per_ip: Option<usize>,
     /// Log format. [default: text]

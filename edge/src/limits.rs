@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -117,6 +118,19 @@ impl<K: Hash + Eq + Clone> Drop for Slot<K> {
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: text/plain; charset=utf-8\r\nretry-after: 1\r\nconnection: close\r\n\
 content-length: 64\r\n\r\n503 Service Unavailable: too many connections from your address\n";
+
+/// The key a per-address cap counts a client under: its IPv4 address, or
+/// the /64 of an IPv6 address (one host usually holds a whole /64, so
+/// counting single IPv6 addresses would not cap it at all).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
 
 /// The limits every proxied request runs under.
 #[derive(Debug)]
@@ -253,6 +267,15 @@ mod tests {
         assert!(head.contains("\r\nretry-after: 1"), "{head}");
         let len = format!("\r\ncontent-length: {}", body.len());
         assert!(head.contains(&len), "{head} vs {}", body.len());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let key = |s: &str| address_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("127.0.0.9"), "127.0.0.9");
+        assert_eq!(key("::ffff:10.1.2.3"), "10.1.2.3");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:bbbb::7"), "2001:db8:1:2::");
     }
 
     #[test]

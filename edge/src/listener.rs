@@ -133,7 +133,7 @@ impl TunnelListener {
             let _ = incoming.retry();
             return None;
         }
-        let ip = incoming.remote_address().ip();
+        let ip = crate::limits::address_key(incoming.remote_address().ip());
         let limit = match global.try_acquire(()) {
             None => "pending_registrations",
             Some(g) => match self.pending.per_ip.try_acquire(ip) {

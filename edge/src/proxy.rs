@@ -555,7 +555,7 @@ pub async fn serve_public(
             },
             _ = drain.cancelled() => break,
         };
-        let Some(ip_slot) = per_ip.try_acquire(client.ip()) else {
+        let Some(ip_slot) = per_ip.try_acquire(crate::limits::address_key(client.ip())) else {
             proxy.metrics.limit_hit("connections_per_ip");
             if let Some(suppressed) = refusal_log.allow() {
                 tracing::warn!(client = %client.ip(), suppressed,

@@ -595,6 +595,24 @@ async fn stalled_bodies_end_after_the_idle_timeout() {
         .expect("the held response ends");
     assert!(ended.is_err(), "a cut-off body is not a clean end");
 
+    // A client that asks for 64 MiB and reads none of it does not hold
+    // its connection (and its tunnel's stream) for ever.
+    let mut s = connect_from(net.ip(61), edge.public).await;
+    let head = "GET /bytes?size=67108864 HTTP/1.1\r\nhost: b.test\r\n\r\n";
+    s.write_all(head.as_bytes()).await.unwrap();
+    let admin = edge.admin;
+    eventually(
+        "the edge gives up on a client that reads nothing",
+        Duration::from_secs(30),
+        || async move {
+            let m = metrics::scrape(admin).await;
+            let n = metrics::sum(&m, "edge_timeouts_total", &[("stage", "client_write_idle")]);
+            (n >= 1.0).then_some(())
+        },
+    )
+    .await;
+    drop(s);
+
     let m = edge.metrics().await;
     for stage in ["request_body_idle", "response_body_idle"] {
         let n = metrics::sum(&m, "edge_timeouts_total", &[("stage", stage)]);
