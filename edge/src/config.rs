@@ -57,6 +57,39 @@ pub struct RunArgs {
     /// Most public connections served at once. [default: 10000]
     #[arg(long, env = "EDGE_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Most public connections from one client IP address (an IPv6 client:
+    /// its /64) at once; past it a new connection gets `503` with
+    /// `Retry-After` and is closed.
+    /// [default: 256]
+    #[arg(long, env = "EDGE_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Most requests in flight for one tunnel (all its connectors together);
+    /// past it a request gets `503` with `Retry-After`, so one slow tunnel
+    /// cannot take every connection of the edge. [default: 1000]
+    #[arg(long, env = "EDGE_MAX_REQUESTS_PER_TUNNEL", value_name = "N")]
+    pub max_requests_per_tunnel: Option<usize>,
+    /// Longest wait for a connector to grant a request stream, and again to
+    /// take the request head; past it the request gets `504`. [default: 10s]
+    #[arg(long, env = "EDGE_STREAM_OPEN_TIMEOUT", value_name = "DURATION", value_parser = daemon::duration::parse)]
+    pub stream_open_timeout: Option<Duration>,
+    /// Longest pause in a body: the client sending its request body, the
+    /// connector reading it, the connector sending the response body. A
+    /// stalled upload gets `408` (client) or `504` (connector); a stalled
+    /// response body is cut off. [default: 60s]
+    #[arg(long, env = "EDGE_BODY_IDLE_TIMEOUT", value_name = "DURATION", value_parser = daemon::duration::parse)]
+    pub body_idle_timeout: Option<Duration>,
+    /// How long a new connector QUIC connection has, from its first packet,
+    /// to finish the handshake and register. [default: 5s]
+    #[arg(long, env = "EDGE_REGISTRATION_TIMEOUT", value_name = "DURATION", value_parser = daemon::duration::parse)]
+    pub registration_timeout: Option<Duration>,
+    /// Most connector connections that are not registered yet, in all; past
+    /// it new ones are refused before the handshake. [default: 1024]
+    #[arg(long, env = "EDGE_MAX_PENDING_REGISTRATIONS", value_name = "N")]
+    pub max_pending_registrations: Option<usize>,
+    /// Most connector connections not registered yet from one source IP
+    /// address (IPv6: one /64). [default: 32]
+    #[arg(long, env = "EDGE_MAX_PENDING_REGISTRATIONS_PER_IP", value_name = "N")]
+    pub max_pending_registrations_per_ip: Option<usize>,
     /// Log format. [default: text]
     #[arg(long, env = "EDGE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -82,6 +115,16 @@ struct FileConfig {
     #[serde(default, with = "daemon::duration::serde_text_opt")]
     response_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_requests_per_tunnel: Option<usize>,
+    #[serde(default, with = "daemon::duration::serde_text_opt")]
+    stream_open_timeout: Option<Duration>,
+    #[serde(default, with = "daemon::duration::serde_text_opt")]
+    body_idle_timeout: Option<Duration>,
+    #[serde(default, with = "daemon::duration::serde_text_opt")]
+    registration_timeout: Option<Duration>,
+    max_pending_registrations: Option<usize>,
+    max_pending_registrations_per_ip: Option<usize>,
     log_format: Option<LogFormat>,
 }
 
@@ -112,6 +155,20 @@ pub struct EdgeConfig {
     pub response_timeout: Duration,
     /// Connection cap on the public listener.
     pub max_connections: usize,
+    /// Public connections per client IP address.
+    pub max_connections_per_ip: usize,
+    /// Requests in flight per tunnel.
+    pub max_requests_per_tunnel: usize,
+    /// Wait for a connector to grant a stream, and to take the request head.
+    pub stream_open_timeout: Duration,
+    /// Longest pause in a request or response body.
+    pub body_idle_timeout: Duration,
+    /// Handshake plus registration of a new connector connection.
+    pub registration_timeout: Duration,
+    /// Connector connections not registered yet, in all.
+    pub max_pending_registrations: usize,
+    /// Connector connections not registered yet, per source IP address.
+    pub max_pending_registrations_per_ip: usize,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -234,6 +291,34 @@ impl RunArgs {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(10_000),
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(256),
+            max_requests_per_tunnel: self
+                .max_requests_per_tunnel
+                .or(file.max_requests_per_tunnel)
+                .unwrap_or(1000),
+            stream_open_timeout: self
+                .stream_open_timeout
+                .or(file.stream_open_timeout)
+                .unwrap_or(Duration::from_secs(10)),
+            body_idle_timeout: self
+                .body_idle_timeout
+                .or(file.body_idle_timeout)
+                .unwrap_or(Duration::from_secs(60)),
+            registration_timeout: self
+                .registration_timeout
+                .or(file.registration_timeout)
+                .unwrap_or(Duration::from_secs(5)),
+            max_pending_registrations: self
+                .max_pending_registrations
+                .or(file.max_pending_registrations)
+                .unwrap_or(1024),
+            max_pending_registrations_per_ip: self
+                .max_pending_registrations_per_ip
+                .or(file.max_pending_registrations_per_ip)
+                .unwrap_or(32),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
         };
         problems.extend(missing);
@@ -263,6 +348,17 @@ impl EdgeConfig {
             "max_connections",
             "must be at least 1",
         );
+        for (key, n) in [
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("max_requests_per_tunnel", self.max_requests_per_tunnel),
+            ("max_pending_registrations", self.max_pending_registrations),
+            (
+                "max_pending_registrations_per_ip",
+                self.max_pending_registrations_per_ip,
+            ),
+        ] {
+            check(n == 0, key, "must be at least 1");
+        }
         check(
             self.location.trim().is_empty(),
             "location",
@@ -273,11 +369,14 @@ impl EdgeConfig {
             "edge_id",
             "must not be empty",
         );
-        check(
-            self.response_timeout.is_zero(),
-            "response_timeout",
-            "must be more than zero",
-        );
+        for (key, d) in [
+            ("response_timeout", self.response_timeout),
+            ("stream_open_timeout", self.stream_open_timeout),
+            ("body_idle_timeout", self.body_idle_timeout),
+            ("registration_timeout", self.registration_timeout),
+        ] {
+            check(d.is_zero(), key, "must be more than zero");
+        }
         check(
             self.public_http == self.admin,
             "admin",
@@ -325,6 +424,25 @@ mod tests {
         let cfg = args().resolve().unwrap();
         assert_eq!(cfg.public_http, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(cfg.grace_period, Duration::from_secs(30));
+        assert_eq!(cfg.max_connections_per_ip, 256);
+        assert_eq!(cfg.max_requests_per_tunnel, 1000);
+        assert_eq!(cfg.stream_open_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.body_idle_timeout, Duration::from_secs(60));
+        assert_eq!(cfg.registration_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.max_pending_registrations, 1024);
+        assert_eq!(cfg.max_pending_registrations_per_ip, 32);
+    }
+
+    #[test]
+    fn a_zero_limit_or_timeout_is_refused_by_name() {
+        let mut a = args();
+        a.max_requests_per_tunnel = Some(0);
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(err.contains("max_requests_per_tunnel"), "{err}");
+        let mut a = args();
+        a.body_idle_timeout = Some(Duration::ZERO);
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(err.contains("body_idle_timeout"), "{err}");
     }
 
     #[test]

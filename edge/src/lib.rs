@@ -3,6 +3,8 @@
 //! tunnel to one of its connectors.
 //!
 //! - [`listener`]: the QUIC listener and the registration handshake.
+//! - [`limits`]: caps per tunnel, per client address and on pending
+//!   registrations, so a slow peer costs only its own tenant.
 //! - [`registry`]: live connections and the choice of one per request.
 //! - [`proxy`]: the public HTTP listener.
 //! - [`request_head`]: checks on a public request's head before it is forwarded.
@@ -15,6 +17,8 @@ pub mod cli;
 pub mod config;
 pub mod config_check;
 pub mod forwarding;
+pub mod idle_io;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
@@ -118,6 +122,12 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
         edge_id: cfg.edge_id.clone(),
         location: cfg.location.clone(),
         grace_period: cfg.grace_period,
+        pending: listener::PendingLimits::new(
+            cfg.max_pending_registrations,
+            cfg.max_pending_registrations_per_ip,
+            cfg.registration_timeout,
+            metrics.pending_registrations.clone(),
+        ),
     });
     tokio::spawn(listener.accept_loop(endpoint.clone(), drain.clone(), tunnel_tasks.clone()));
 
@@ -126,6 +136,11 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
         registry,
         metrics: metrics.clone(),
         response_timeout: cfg.response_timeout,
+        limits: limits::RequestLimits {
+            per_tunnel: limits::Counter::new(cfg.max_requests_per_tunnel),
+            stream_open_timeout: cfg.stream_open_timeout,
+            body_idle_timeout: cfg.body_idle_timeout,
+        },
         faults: release.fault_injection.clone(),
         id_prefix: random_u64(),
         next_id: AtomicU64::new(0),
@@ -134,6 +149,7 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
         public,
         proxy,
         cfg.max_connections,
+        limits::Counter::new(cfg.max_connections_per_ip),
         drain.clone(),
         public_tasks.clone(),
     ));

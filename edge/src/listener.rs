@@ -1,10 +1,19 @@
 //! The QUIC listener connectors dial: the registration handshake on the
 //! control stream, then the connection's life in the registry until it ends
 //! or the edge drains.
+//!
+//! A connection that has not registered yet is anybody's, so it gets little:
+//! a place among `--max-pending-registrations` (and the per-address cap),
+//! taken before the handshake; one stream and a receive window of one frame
+//! (see [`tunnel::endpoint::server_config`]); and `--registration-timeout`
+//! for the handshake and the registration together. Only a registered
+//! connection gets the full windows.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -13,14 +22,52 @@ use tunnel::codec::Frame;
 use tunnel::io::{IoError, read_control, write_frame};
 use tunnel::message::{ControlMessage, Drain, Register, Registered, RejectReason, Rejected};
 
+use crate::limits::{Counter, LogLimiter, Slot};
 use crate::metrics::Metrics;
 use crate::registry::{ConnRegistry, LiveConn};
 use crate::tunnels::SharedTable;
 
-/// How long a new connection has to open its control stream and register.
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a refused connector has to read the refusal before we close.
 const REJECT_LINGER: Duration = Duration::from_secs(2);
+/// Longest wait to hand a control message (drain) to a registered
+/// connector that does not read its control stream.
+const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most one WARN line about refused connections per this interval.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Caps on connections that have not registered yet.
+#[derive(Debug)]
+pub struct PendingLimits {
+    /// In all.
+    pub global: Arc<Counter<()>>,
+    /// Per source IP address.
+    pub per_ip: Arc<Counter<IpAddr>>,
+    /// The handshake and the registration, together.
+    pub timeout: Duration,
+    refusals: LogLimiter,
+}
+
+impl PendingLimits {
+    /// `global` pending connections in all, `per_ip` from one address,
+    /// each with `timeout` to register; `gauge` follows the total.
+    pub fn new(
+        global: usize,
+        per_ip: usize,
+        timeout: Duration,
+        gauge: prometheus::IntGauge,
+    ) -> Self {
+        Self {
+            global: Counter::with_gauge(global, gauge),
+            per_ip: Counter::new(per_ip),
+            timeout,
+            refusals: LogLimiter::new(REFUSAL_LOG_EVERY),
+        }
+    }
+}
+
+/// A pending connection's places in both caps, given back when it registers
+/// or fails.
+type Pending = (Slot<()>, Slot<IpAddr>);
 
 /// Accepts and registers connector connections.
 pub struct TunnelListener {
@@ -36,6 +83,8 @@ pub struct TunnelListener {
     pub location: String,
     /// The drain deadline sent to connectors.
     pub grace_period: Duration,
+    /// Caps on connections not registered yet.
+    pub pending: PendingLimits,
 }
 
 impl TunnelListener {
@@ -52,20 +101,68 @@ impl TunnelListener {
                 incoming.refuse();
                 continue;
             }
+            let Some((incoming, pending)) = self.admit(incoming) else {
+                continue;
+            };
             let this = self.clone();
             let drain = drain.clone();
             tasks.spawn(async move {
                 let remote = incoming.remote_address();
-                match incoming.await {
-                    Ok(conn) => this.serve(conn, remote, drain).await,
-                    Err(e) => tracing::debug!(%remote, error = %e, "QUIC handshake failed"),
+                let deadline = Instant::now() + this.pending.timeout;
+                match tokio::time::timeout_at(deadline, incoming).await {
+                    Ok(Ok(conn)) => this.serve(conn, remote, drain, pending, deadline).await,
+                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "QUIC handshake failed"),
+                    Err(_) => {
+                        this.metrics.timed_out("registration");
+                        tracing::debug!(%remote, "QUIC handshake did not finish in time");
+                    }
                 }
             });
         }
     }
 
-    async fn serve(&self, conn: quinn::Connection, remote: SocketAddr, drain: CancellationToken) {
-        let registered = tokio::time::timeout(REGISTER_TIMEOUT, async {
+    /// Takes a place for a new connection among the pending ones, or turns
+    /// it away before the handshake (which is what costs memory and CPU).
+    /// An address that has not proven it can receive (it may be forged,
+    /// to get a real connector's address refused) is asked to, with a
+    /// stateless retry, before it is refused or when the edge is half full.
+    fn admit(&self, incoming: quinn::Incoming) -> Option<(quinn::Incoming, Pending)> {
+        let unproven = !incoming.remote_address_validated() && incoming.may_retry();
+        let global = &self.pending.global;
+        if unproven && 2 * global.held(&()) >= global.cap() {
+            let _ = incoming.retry();
+            return None;
+        }
+        let ip = crate::limits::address_key(incoming.remote_address().ip());
+        let limit = match global.try_acquire(()) {
+            None => "pending_registrations",
+            Some(g) => match self.pending.per_ip.try_acquire(ip) {
+                Some(p) => return Some((incoming, (g, p))),
+                None => "pending_registrations_per_ip",
+            },
+        };
+        if unproven {
+            let _ = incoming.retry();
+            return None;
+        }
+        self.metrics.limit_hit(limit);
+        if let Some(suppressed) = self.pending.refusals.allow() {
+            tracing::warn!(%ip, limit, suppressed,
+                "connector connection refused before the handshake: too many pending registrations");
+        }
+        incoming.refuse();
+        None
+    }
+
+    async fn serve(
+        &self,
+        conn: quinn::Connection,
+        remote: SocketAddr,
+        drain: CancellationToken,
+        pending: Pending,
+        deadline: Instant,
+    ) {
+        let registered = tokio::time::timeout_at(deadline, async {
             let (send, mut recv) = conn.accept_bi().await?;
             let msg = read_control(&mut recv).await?;
             Ok::<_, IoError>((send, recv, msg))
@@ -78,6 +175,7 @@ impl TunnelListener {
                 return;
             }
             Err(_) => {
+                self.metrics.timed_out("registration");
                 self.reject_quietly(
                     &conn,
                     remote,
@@ -107,10 +205,28 @@ impl TunnelListener {
             edge_id: self.edge_id.clone(),
             location: self.location.clone(),
         });
-        if let Err(e) = write_frame(&mut send, &Frame::Control(hello)).await {
-            tracing::debug!(%remote, error = %e, "connector went away during registration");
-            return;
+        let written =
+            tokio::time::timeout_at(deadline, write_frame(&mut send, &Frame::Control(hello))).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(%remote, error = %e, "connector went away during registration");
+                return;
+            }
+            Err(_) => {
+                self.metrics.timed_out("registration");
+                self.reject_quietly(
+                    &conn,
+                    remote,
+                    RejectReason::Malformed,
+                    "did not read the answer in time",
+                );
+                return;
+            }
         }
+        // Registered: no longer anybody's. Full windows and streams.
+        drop(pending);
+        tunnel::endpoint::open_registered(&conn);
         let live = Arc::new(LiveConn::new(
             conn.clone(),
             reg.tunnel_id,
@@ -146,9 +262,12 @@ impl TunnelListener {
                 },
                 _ = drain.cancelled(), if !drain_sent => {
                     drain_sent = true;
-                    let msg = ControlMessage::Drain(Drain { deadline: self.grace_period });
-                    if let Err(e) = write_frame(&mut send, &Frame::Control(msg)).await {
-                        tracing::debug!(%remote, error = %e, "cannot send drain");
+                    let msg = Frame::Control(ControlMessage::Drain(Drain { deadline: self.grace_period }));
+                    let write = write_frame(&mut send, &msg);
+                    match tokio::time::timeout(CONTROL_WRITE_TIMEOUT, write).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "cannot send drain"),
+                        Err(_) => tracing::debug!(%remote, "connector does not read drain; it stays until the grace period ends"),
                     }
                 }
                 closed = conn.closed() => break closed.to_string(),
@@ -208,7 +327,10 @@ impl TunnelListener {
             message: why.to_string(),
             retry_after: Duration::from_secs(1),
         });
-        if write_frame(send, &Frame::Control(msg)).await.is_ok() {
+        // A connector that does not read the refusal is not waited for.
+        let msg = Frame::Control(msg);
+        let write = write_frame(send, &msg);
+        if let Ok(Ok(())) = tokio::time::timeout(REJECT_LINGER, write).await {
             let _ = send.finish();
             // Give the connector time to read the refusal and close first.
             let _ = tokio::time::timeout(REJECT_LINGER, conn.closed()).await;
@@ -232,6 +354,11 @@ impl TunnelListener {
             .registration_failures
             .with_label_values(&[reason.as_str()])
             .inc();
-        tracing::warn!(%remote, reason = reason.as_str(), why, "registration refused");
+        // A flood of bad registrations must not flood the log.
+        match self.pending.refusals.allow() {
+            Some(suppressed) => tracing::warn!(%remote, reason = reason.as_str(), why,
+                suppressed, "registration refused"),
+            None => tracing::debug!(%remote, reason = reason.as_str(), why, "registration refused"),
+        }
     }
 }

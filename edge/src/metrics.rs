@@ -36,7 +36,33 @@ pub struct Metrics {
     pub faults_injected: IntCounter,
     /// `edge_stream_open_duration_seconds`: time to open a tunnel stream.
     pub stream_open: Histogram,
+    /// `edge_limit_rejections_total{limit}`: requests and connections
+    /// refused because a cap was reached.
+    pub limit_rejections: IntCounterVec,
+    /// `edge_timeouts_total{stage}`: waits on a peer that ran out.
+    pub timeouts: IntCounterVec,
+    /// `edge_pending_registrations`: QUIC connections not registered yet.
+    pub pending_registrations: IntGauge,
 }
+
+/// The `limit` labels of `edge_limit_rejections_total`.
+pub const LIMITS: [&str; 4] = [
+    "requests_per_tunnel",
+    "connections_per_ip",
+    "pending_registrations",
+    "pending_registrations_per_ip",
+];
+
+/// The `stage` labels of `edge_timeouts_total`.
+pub const TIMEOUT_STAGES: [&str; 7] = [
+    "registration",
+    "stream_open",
+    "request_body_idle",
+    "upload_stalled",
+    "response_head",
+    "response_body_idle",
+    "client_write_idle",
+];
 
 impl Metrics {
     /// Creates and registers every metric; `version` goes in `edge_build_info`.
@@ -118,6 +144,27 @@ impl Metrics {
                 ]),
             )
             .expect("valid metric"),
+            limit_rejections: IntCounterVec::new(
+                Opts::new(
+                    "edge_limit_rejections_total",
+                    "Requests and connections refused because a cap was reached, by limit.",
+                ),
+                &["limit"],
+            )
+            .expect("valid metric"),
+            timeouts: IntCounterVec::new(
+                Opts::new(
+                    "edge_timeouts_total",
+                    "Waits on a connector or a client that ran out, by stage.",
+                ),
+                &["stage"],
+            )
+            .expect("valid metric"),
+            pending_registrations: IntGauge::new(
+                "edge_pending_registrations",
+                "Connector QUIC connections accepted but not registered yet.",
+            )
+            .expect("valid metric"),
             registry,
         };
         let r = &m.registry;
@@ -134,6 +181,9 @@ impl Metrics {
             Box::new(m.draining.clone()),
             Box::new(m.faults_injected.clone()),
             Box::new(m.stream_open.clone()),
+            Box::new(m.limit_rejections.clone()),
+            Box::new(m.timeouts.clone()),
+            Box::new(m.pending_registrations.clone()),
         ] {
             r.register(c).expect("metric names are unique");
         }
@@ -147,6 +197,24 @@ impl Metrics {
         ] {
             m.registration_failures.with_label_values(&[reason]);
         }
+        for limit in LIMITS {
+            m.limit_rejections.with_label_values(&[limit]);
+        }
+        for stage in TIMEOUT_STAGES {
+            m.timeouts.with_label_values(&[stage]);
+        }
         m
+    }
+}
+
+impl Metrics {
+    /// Counts a request or connection refused by `limit` (one of [`LIMITS`]).
+    pub fn limit_hit(&self, limit: &str) {
+        self.limit_rejections.with_label_values(&[limit]).inc();
+    }
+
+    /// Counts a wait that ran out at `stage` (one of [`TIMEOUT_STAGES`]).
+    pub fn timed_out(&self, stage: &str) {
+        self.timeouts.with_label_values(&[stage]).inc();
     }
 }

@@ -17,13 +17,15 @@ use hyper::body::{Frame as BodyFrame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel::codec::Frame;
 use tunnel::io::{BodyPart, BodyReader, IoError, read_response_head, write_data, write_frame};
-use tunnel::message::{HeaderList, ResponseHead, StreamErrorKind};
+use tunnel::message::{HeaderList, RequestHead, ResponseHead, StreamErrorKind};
 
 use crate::forwarding::connection_named;
+use crate::limits::{Counter, LimitError, RequestLimits, Slot};
 use crate::metrics::Metrics;
 use crate::registry::{ConnRegistry, InFlight};
 use crate::request_head::{RequestError, head_from_parts};
@@ -59,6 +61,9 @@ pub enum ProxyError {
     /// The connector did not answer in time.
     #[error("no response head within the response timeout")]
     Timeout,
+    /// A limit or a timeout on a slow peer stopped the request.
+    #[error("{0}")]
+    Limit(#[from] LimitError),
     /// The connector could not reach the origin.
     #[error("connector reported: {}", .0.as_str())]
     Origin(StreamErrorKind),
@@ -85,6 +90,7 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT,
                 "connector did not answer in time",
             ),
+            Self::Limit(e) => e.response(),
             Self::Origin(kind) => match kind {
                 StreamErrorKind::OriginTimeout => (StatusCode::GATEWAY_TIMEOUT, kind.as_str()),
                 StreamErrorKind::BadRequest => (StatusCode::BAD_REQUEST, kind.as_str()),
@@ -106,8 +112,11 @@ pub struct Proxy {
     pub registry: Arc<ConnRegistry>,
     /// Metrics.
     pub metrics: Metrics,
-    /// Backstop for the connector's response head.
+    /// Backstop for the connector's response head, counted from the end
+    /// of the request body.
     pub response_timeout: Duration,
+    /// Caps and timeouts on slow connectors and clients.
+    pub limits: RequestLimits,
     /// Faults a test release injects.
     pub faults: FaultInjection,
     /// Random prefix of request ids.
@@ -186,17 +195,25 @@ impl Proxy {
         }
 
         let (guard, mut send, mut recv) = self.open_stream(&tunnel.id).await?;
-        write_frame(&mut send, &Frame::RequestHead(head)).await?;
-        tokio::spawn(pump_request(req.into_body(), send));
+        self.write_head(&mut send, &mut recv, head).await?;
+        let upload = tokio::spawn(pump_request(
+            req.into_body(),
+            send,
+            self.limits.body_idle_timeout,
+            self.metrics.clone(),
+        ));
 
-        let head = tokio::time::timeout(self.response_timeout, read_response_head(&mut recv))
-            .await
-            .map_err(|_| ProxyError::Timeout)??;
+        let head = self.response_head(&mut recv, upload).await?;
         let (status, headers) = match head {
             ResponseHead::Response { status, headers } => (status, headers),
             ResponseHead::Error(kind) => return Err(ProxyError::Origin(kind)),
         };
-        let mut resp = Response::new(response_body(BodyReader::new(recv), guard));
+        let mut resp = Response::new(response_body(
+            BodyReader::new(recv),
+            guard,
+            self.limits.body_idle_timeout,
+            self.metrics.clone(),
+        ));
         *resp.status_mut() = StatusCode::from_u16(status)
             .map_err(|_| ProxyError::Origin(StreamErrorKind::OriginProtocol))?;
         *resp.headers_mut() = to_header_map(headers);
@@ -204,11 +221,18 @@ impl Proxy {
     }
 
     /// Opens a stream on the best connection; if opening fails (the
-    /// connection just died), tries once more on another.
+    /// connection just died), tries once more on another. The tunnel's
+    /// request slot is taken first: past `--max-requests-per-tunnel` the
+    /// request gets 503 before it can wait on anything. A connector that
+    /// grants no stream within `--stream-open-timeout` gets the request 504.
     async fn open_stream(
         &self,
         tunnel: &tunnel::token::TunnelId,
-    ) -> Result<(InFlight, quinn::SendStream, quinn::RecvStream), ProxyError> {
+    ) -> Result<(StreamGuard, quinn::SendStream, quinn::RecvStream), ProxyError> {
+        let Some(slot) = self.limits.per_tunnel.try_acquire(*tunnel) else {
+            self.metrics.limit_hit("requests_per_tunnel");
+            return Err(LimitError::TunnelBusy.into());
+        };
         let started = Instant::now();
         let mut skip = None;
         for attempt in 0..3 {
@@ -217,11 +241,24 @@ impl Proxy {
                 Some(failed) => self.registry.pick(tunnel, Some(failed)),
             }
             .ok_or(ProxyError::NoConnection)?;
-            match guard.0.connection.open_bi().await {
+            let opened = tokio::time::timeout(
+                self.limits.stream_open_timeout,
+                guard.0.connection.open_bi(),
+            )
+            .await;
+            let Ok(opened) = opened else {
+                self.metrics.timed_out("stream_open");
+                return Err(LimitError::StreamOpenTimeout.into());
+            };
+            match opened {
                 Ok((send, recv)) => {
                     self.metrics
                         .stream_open
                         .observe(started.elapsed().as_secs_f64());
+                    let guard = StreamGuard {
+                        _conn: guard,
+                        _tunnel: slot,
+                    };
                     return Ok((guard, send, recv));
                 }
                 Err(e) => {
@@ -232,42 +269,146 @@ impl Proxy {
         }
         Err(ProxyError::NoConnection)
     }
-}
 
-/// Copies the client's body into the stream, then finishes it. If the
-/// client's body fails, the stream is reset so the origin sees an abort, not
-/// a short body.
-async fn pump_request(mut body: Incoming, mut send: quinn::SendStream) {
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data()
-                    && write_data(&mut send, data).await.is_err()
-                {
-                    return;
+    /// Writes the request head; a connector that does not take it within
+    /// `--stream-open-timeout` (no flow-control credit) gets the request 504.
+    async fn write_head(
+        &self,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+        head: RequestHead,
+    ) -> Result<(), ProxyError> {
+        let frame = Frame::RequestHead(head);
+        match tokio::time::timeout(self.limits.stream_open_timeout, write_frame(send, &frame)).await
+        {
+            Ok(written) => Ok(written?),
+            Err(_) => {
+                self.metrics.timed_out("stream_open");
+                let _ = send.reset(quinn::VarInt::from_u32(STOP_TIMEOUT));
+                let _ = recv.stop(quinn::VarInt::from_u32(STOP_TIMEOUT));
+                Err(LimitError::StreamOpenTimeout.into())
+            }
+        }
+    }
+
+    /// Waits for the response head. The response timeout starts once the
+    /// request body is completely sent: an origin that reads a whole large
+    /// upload before it answers must not get 504 while the data still
+    /// flows (a stalled upload is the body idle timeout's business). A head
+    /// that comes before the upload ends (an early 413, an echo) is taken
+    /// at once.
+    async fn response_head(
+        &self,
+        recv: &mut quinn::RecvStream,
+        upload: JoinHandle<Result<(), LimitError>>,
+    ) -> Result<ResponseHead, ProxyError> {
+        let read = read_response_head(recv);
+        tokio::pin!(read);
+        tokio::select! {
+            head = &mut read => return Ok(head?),
+            sent = upload => {
+                if let Ok(Err(e)) = sent {
+                    return Err(e.into());
                 }
             }
-            Err(e) => {
+        }
+        match tokio::time::timeout(self.response_timeout, read).await {
+            Ok(head) => Ok(head?),
+            Err(_) => {
+                self.metrics.timed_out("response_head");
+                Err(ProxyError::Timeout)
+            }
+        }
+    }
+}
+
+/// What a proxied request holds until its response body ends: its place
+/// among the connection's streams and among the tunnel's requests.
+#[derive(Debug)]
+pub struct StreamGuard {
+    _conn: InFlight,
+    _tunnel: Slot<tunnel::token::TunnelId>,
+}
+
+/// The stream error code the edge uses when it gives up on a stalled peer.
+const STOP_TIMEOUT: u32 = 3;
+
+/// Copies the client's body into the stream, then finishes it; resolves
+/// when the body is completely sent (the response timer starts then). If the
+/// client's body fails or pauses longer than `idle`, or the connector reads
+/// nothing for `idle`, the stream is reset so the origin sees an abort, not a
+/// short body. A connector that stops the stream (its origin answered
+/// early) ends the upload without an error: its response head follows.
+async fn pump_request(
+    mut body: Incoming,
+    mut send: quinn::SendStream,
+    idle: Duration,
+    metrics: Metrics,
+) -> Result<(), LimitError> {
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => {
                 tracing::debug!(error = %e, "client body failed; resetting the stream");
                 let _ = send.reset(quinn::VarInt::from_u32(1));
-                return;
+                return Err(LimitError::RequestBodyFailed);
+            }
+            Err(_) => {
+                metrics.timed_out("request_body_idle");
+                let _ = send.reset(quinn::VarInt::from_u32(STOP_TIMEOUT));
+                return Err(LimitError::RequestBodyIdle);
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match tokio::time::timeout(idle, write_data(&mut send, data)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "the connector stopped reading the request body");
+                return Ok(());
+            }
+            Err(_) => {
+                metrics.timed_out("upload_stalled");
+                let _ = send.reset(quinn::VarInt::from_u32(STOP_TIMEOUT));
+                return Err(LimitError::UploadStalled);
             }
         }
     }
     let _ = send.finish();
+    Ok(())
 }
 
-fn response_body(reader: BodyReader, guard: InFlight) -> ProxyBody {
-    let stream = futures_util::stream::unfold(Some((reader, guard)), |state| async move {
-        let (mut reader, guard) = state?;
-        match reader.next().await {
-            Ok(Some(BodyPart::Data(b))) => Some((Ok(BodyFrame::data(b)), Some((reader, guard)))),
-            Ok(Some(BodyPart::Trailers(t))) => Some((
+/// The response body, read from the stream as the client takes it. A
+/// connector that sends nothing for `idle` in the middle of a body gets its
+/// stream stopped, and the client sees the body cut off (not a clean end).
+fn response_body(
+    reader: BodyReader,
+    guard: StreamGuard,
+    idle: Duration,
+    metrics: Metrics,
+) -> ProxyBody {
+    let state = Some((reader, guard, metrics));
+    let stream = futures_util::stream::unfold(state, move |state| async move {
+        let (mut reader, guard, metrics) = state?;
+        match tokio::time::timeout(idle, reader.next()).await {
+            Ok(Ok(Some(BodyPart::Data(b)))) => {
+                Some((Ok(BodyFrame::data(b)), Some((reader, guard, metrics))))
+            }
+            Ok(Ok(Some(BodyPart::Trailers(t)))) => Some((
                 Ok(BodyFrame::trailers(to_header_map(t.0))),
-                Some((reader, guard)),
+                Some((reader, guard, metrics)),
             )),
-            Ok(None) => None,
-            Err(e) => Some((Err(Box::new(e) as BoxError), None)),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => Some((Err(Box::new(e) as BoxError), None)),
+            Err(_) => {
+                metrics.timed_out("response_body_idle");
+                reader.stop(STOP_TIMEOUT);
+                let e: BoxError =
+                    "the connector sent no response body within the idle timeout".into();
+                Some((Err(e), None))
+            }
         }
     });
     StreamBody::new(stream).boxed_unsync()
@@ -318,6 +459,11 @@ fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    // The edge answers 503 only when a cap is reached: say when to retry.
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     resp
 }
 
@@ -332,16 +478,21 @@ fn chance(p: f64) -> bool {
 }
 
 /// Accepts public connections until `drain` fires, then lets each connection
-/// finish its in-flight request and closes it (graceful shutdown).
+/// finish its in-flight request and closes it (graceful shutdown). Past
+/// `max_connections` in all the edge stops accepting; past `per_ip`'s cap
+/// for one client address it answers 503 and closes at once, without
+/// reading the request, so one address cannot take every connection.
 pub async fn serve_public(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     max_connections: usize,
+    per_ip: Arc<Counter<std::net::IpAddr>>,
     drain: CancellationToken,
     tasks: TaskTracker,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(max_connections));
+    let refusal_log = crate::limits::LogLimiter::new(Duration::from_secs(10));
     let mut accept_backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
@@ -361,14 +512,32 @@ pub async fn serve_public(
             },
             _ = drain.cancelled() => break,
         };
+        let Some(ip_slot) = per_ip.try_acquire(crate::limits::address_key(client.ip())) else {
+            proxy.metrics.limit_hit("connections_per_ip");
+            if let Some(suppressed) = refusal_log.allow() {
+                tracing::warn!(client = %client.ip(), suppressed,
+                    "connection refused: too many connections from this address");
+            }
+            // Best effort and never a wait: the socket buffer takes it.
+            let _ = stream.try_write(crate::limits::TOO_MANY_CONNECTIONS);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let client_io = crate::idle_io::WriteIdle::new(
+            stream,
+            proxy.limits.body_idle_timeout,
+            proxy
+                .metrics
+                .timeouts
+                .with_label_values(&["client_write_idle"]),
+        );
         let proxy = proxy.clone();
         let metrics = proxy.metrics.clone();
         let service = hyper::service::service_fn(move |req| proxy.clone().handle(req, client));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(client_io), service);
         let conn = graceful.watch(conn);
         metrics.public_connections.inc();
         tasks.spawn(async move {
@@ -376,7 +545,7 @@ pub async fn serve_public(
                 tracing::debug!(%client, error = %e, "public connection ended with an error");
             }
             metrics.public_connections.dec();
-            drop(permit);
+            drop((permit, ip_slot));
         });
     }
     drop(listener);

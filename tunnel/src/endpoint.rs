@@ -24,6 +24,16 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many request streams an edge may have open on one connection.
 pub const MAX_REQUEST_STREAMS: u32 = 1024;
+/// Streams a connector may open to the edge once registered: it opens only
+/// the control stream; the edge opens the rest.
+pub const REGISTERED_CONNECTOR_STREAMS: u32 = 4;
+/// What a connection may make its peer buffer in all (stream data not read
+/// yet), once registered.
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 16 << 20;
+/// What a connection that has not registered may make the edge buffer: one
+/// whole control frame (a registration is far smaller), no more.
+pub const PENDING_RECEIVE_WINDOW: u32 =
+    (crate::codec::MAX_PAYLOAD + crate::codec::HEADER_LEN) as u32;
 
 /// Why an endpoint could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -103,10 +113,20 @@ pub fn server_config(
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| EndpointError::Quic(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = base_transport();
-    // A connector opens only the control stream; the edge opens the rest.
-    transport.max_concurrent_bidi_streams(VarInt::from_u32(4));
+    // Until it registers, a connection is anybody's: one stream (the
+    // control stream) and a window of one frame. [`open_registered`]
+    // raises both once the registration succeeds.
+    transport.max_concurrent_bidi_streams(VarInt::from_u32(1));
+    transport.receive_window(VarInt::from_u32(PENDING_RECEIVE_WINDOW));
     config.transport_config(Arc::new(transport));
     Ok(config)
+}
+
+/// Gives a connection that just registered on the edge the streams and the
+/// receive window of a trusted one.
+pub fn open_registered(conn: &quinn::Connection) {
+    conn.set_max_concurrent_bi_streams(VarInt::from_u32(REGISTERED_CONNECTOR_STREAMS));
+    conn.set_receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW));
 }
 
 /// How the connector decides to trust an edge's certificate.
@@ -179,7 +199,7 @@ fn base_transport() -> TransportConfig {
     // Bound what one connection can make us buffer: 1 MiB per stream and
     // 16 MiB in all, plenty for loopback and data-center round trips.
     t.stream_receive_window(VarInt::from_u32(1 << 20));
-    t.receive_window(VarInt::from_u32(16 << 20));
+    t.receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW));
     t.send_window(8 << 20);
     t
 }
