@@ -16,6 +16,7 @@ pub mod tls;
 
 pub mod gate;
 pub mod inventory;
+pub mod minion;
 pub mod plan;
 pub mod spec;
 pub mod status;
