@@ -6,10 +6,12 @@
 pub mod alerts;
 pub mod annotations;
 pub mod auth;
+pub mod auth;
 pub mod cli;
 pub mod controller;
 pub mod engine;
 pub mod grafana;
+pub mod https;
 pub mod https;
 pub mod prometheus;
 pub mod salt;
@@ -18,6 +20,7 @@ pub mod tls;
 
 pub mod gate;
 pub mod inventory;
+pub mod minion;
 pub mod minion;
 pub mod minion;
 pub mod plan;
