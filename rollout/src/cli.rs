@@ -181,6 +181,29 @@ pub enum Command {
         /// every delivery.
         #[arg(long, env = "WARREN_WEBHOOK_TOKEN_FILE", value_name = "FILE")]
         webhook_token_file: Option<PathBuf>,
+        /// File holding the bearer token that GET /pillar/MINION and the
+        /// status API (/v1/rollouts) require; given, it is always required.
+        /// Without it those routes are open, so serve then refuses any
+        /// --listen address that is not loopback.
+        #[arg(long, env = "WARREN_API_TOKEN_FILE", value_name = "FILE")]
+        api_token_file: Option<PathBuf>,
+        /// PEM certificate chain: serve HTTPS (TLS 1.3/1.2, rustls) instead
+        /// of plain HTTP. Required, with --tls-key, off loopback.
+        #[arg(
+            long,
+            env = "WARREN_TLS_CERT",
+            value_name = "FILE",
+            requires = "tls_key"
+        )]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(
+            long,
+            env = "WARREN_TLS_KEY",
+            value_name = "FILE",
+            requires = "tls_cert"
+        )]
+        tls_key: Option<PathBuf>,
     },
 }
 

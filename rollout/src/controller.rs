@@ -63,6 +63,11 @@ impl Controller {
             );
             grains.extend(found);
         }
+        // A minion whose id the controller would not target stays out of
+        // the inventory; the plan names it under its cohort (still in
+        // `matches`), and the plan cannot be applied until it is renamed or
+        // left out of the target.
+        grains.retain(|id, _| crate::minion::is_valid(id));
         let ids: Vec<String> = grains.keys().cloned().collect();
         let answered: BTreeSet<String> = if ids.is_empty() {
             BTreeSet::new()

@@ -28,6 +28,9 @@ pub enum InventoryError {
     /// Two hosts have the same minion id.
     #[error("minion id `{0}` appears more than once")]
     DuplicateHost(String),
+    /// A host's minion id is not one the controller targets.
+    #[error(transparent)]
+    InvalidId(#[from] crate::minion::InvalidMinionId),
 }
 
 /// The hosts of the fleet, sorted by id, each id once.
@@ -51,8 +54,12 @@ impl From<Inventory> for Vec<Host> {
 }
 
 impl Inventory {
-    /// Sorts the hosts by id; refuses duplicate ids.
+    /// Sorts the hosts by id; refuses duplicate ids and ids that are not
+    /// valid minion ids (so a plan file cannot carry one into a target).
     pub fn new(mut hosts: Vec<Host>) -> Result<Inventory, InventoryError> {
+        for h in &hosts {
+            crate::minion::check(&h.id)?;
+        }
         hosts.sort_by(|a, b| a.id.cmp(&b.id));
         if let Some(w) = hosts.windows(2).find(|w| w[0].id == w[1].id) {
             return Err(InventoryError::DuplicateHost(w[0].id.clone()));
@@ -145,6 +152,19 @@ pub(crate) mod tests {
             Inventory::new(vec![host("a", "x", None, true), host("a", "y", None, true)]),
             Err(InventoryError::DuplicateHost("a".into()))
         );
+    }
+
+    #[test]
+    fn a_host_with_an_invalid_minion_id_is_refused() {
+        let e = Inventory::new(vec![
+            host("a", "ams", None, true),
+            host("b,c", "ams", None, true),
+        ])
+        .unwrap_err();
+        assert!(matches!(e, InventoryError::InvalidId(_)), "{e}");
+        assert!(e.to_string().contains("\"b,c\""), "{e}");
+        let json = r#"[{"id":"x y","datacenter":"d","cohort":"c","role":"edge","version":null,"reachable":true}]"#;
+        assert!(serde_json::from_str::<Inventory>(json).is_err());
     }
 
     #[test]

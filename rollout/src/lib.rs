@@ -5,17 +5,21 @@
 
 pub mod alerts;
 pub mod annotations;
+pub mod auth;
 pub mod cli;
 pub mod controller;
 pub mod engine;
 pub mod grafana;
+pub mod https;
 pub mod prometheus;
 pub mod salt;
 pub mod serve;
 pub mod tls;
+pub mod unknown_keys;
 
 pub mod gate;
 pub mod inventory;
+pub mod minion;
 pub mod plan;
 pub mod spec;
 pub mod status;

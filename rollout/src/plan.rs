@@ -159,6 +159,13 @@ impl Plan {
             let mut unreachable = Vec::new();
             let mut claimed_earlier = Vec::new();
             for id in ids {
+                if let Err(e) = crate::minion::check(id) {
+                    problems.push(format!(
+                        "cohort `{}`: {e}; it is never targeted: rename the minion or leave it out of `{}`",
+                        cohort.name, cohort.target
+                    ));
+                    continue;
+                }
                 let Some(host) = inventory.get(id) else {
                     problems.push(format!(
                         "cohort `{}`: minion `{id}` matched the target but is not in the inventory",
@@ -572,6 +579,26 @@ timeouts: {{salt_job: 1m, version_confirm: 1m}}
         assert_eq!(plan.problems, ["cohort `rest`: host `b` is unreachable"]);
         assert!(plan.render_table().contains("UNREACHABLE: b"));
         assert!(plan.render_table().contains("NOT executable"));
+    }
+
+    #[test]
+    fn a_minion_with_an_invalid_id_is_flagged_and_never_batched() {
+        let inv = fleet(vec![host("a", "ams", Some("v1"), true)]);
+        let m = matches(&[("canary", &["a"]), ("rest", &["a", "b,c", "$(reboot)"])]);
+        let plan = Plan::build(&spec(["1", "1"]), &inv, &m);
+        assert!(!plan.executable());
+        assert_eq!(plan.problems.len(), 2, "{:?}", plan.problems);
+        assert!(
+            plan.problems[0].contains("cohort `rest`: minion id \"$(reboot)\" is not accepted")
+        );
+        assert!(plan.problems[1].contains("\"b,c\""), "{}", plan.problems[1]);
+        assert!(plan.problems[1].contains("rename the minion or leave it out of `G@role:edge`"));
+        let batched: Vec<&String> = plan
+            .stages
+            .iter()
+            .flat_map(|s| s.batches.iter().flat_map(|b| &b.hosts))
+            .collect();
+        assert_eq!(batched, ["a"]);
     }
 
     #[test]

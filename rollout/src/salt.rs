@@ -51,6 +51,19 @@ pub enum SaltError {
     /// The answer was not what salt-api sends.
     #[error("unexpected answer from salt-api: {0}")]
     BadResponse(String),
+    /// A host to target has an id the controller does not send to Salt.
+    #[error("not sent to salt-api: {0}")]
+    InvalidTarget(#[from] crate::minion::InvalidMinionId),
+}
+
+/// A `list` target as salt-api takes it: a JSON array of minion ids, each
+/// checked first. Never a comma-joined string, where an id holding a comma
+/// would name other minions.
+fn list_target(hosts: &[String]) -> Result<Value, SaltError> {
+    for id in hosts {
+        crate::minion::check(id)?;
+    }
+    Ok(json!(hosts))
 }
 
 /// How one host's state run went.
@@ -249,9 +262,10 @@ impl SaltApi {
         ids: &[String],
         timeout: Duration,
     ) -> Result<BTreeMap<String, bool>, SaltError> {
+        let tgt = list_target(ids)?;
         let ret = self
             .call(
-                json!({"client": "local", "tgt": ids.join(","), "tgt_type": "list", "fun": "test.ping", "timeout": timeout.as_secs().max(1)}),
+                json!({"client": "local", "tgt": tgt, "tgt_type": "list", "fun": "test.ping", "timeout": timeout.as_secs().max(1)}),
                 timeout,
             )
             .await?;
@@ -310,11 +324,12 @@ impl SaltApi {
         state: &str,
         jid: &str,
     ) -> Result<(), SaltError> {
+        let tgt = list_target(hosts)?;
         let ret = self
             .call(
                 json!({
                     "client": "local_async",
-                    "tgt": hosts.join(","),
+                    "tgt": tgt,
                     "tgt_type": "list",
                     "fun": "state.apply",
                     "arg": [state],
@@ -385,7 +400,7 @@ impl SaltApi {
         // highstate) delays this one instead of failing it.
         let mut low = json!({
             "client": "local",
-            "tgt": hosts.join(","),
+            "tgt": list_target(hosts)?,
             "tgt_type": "list",
             "fun": "state.apply",
             "kwarg": {"queue": true},

@@ -2,8 +2,17 @@
 //!
 //! - `GET /pillar/{minion}`: the releases assigned to a host, as Salt pillar
 //!   (`{"warren": {"edge": {"release": {...}}}}`), read by the master's
-//!   `cmd_json` ext_pillar, so a highstate converges to what the store says.
+//!   `cmd_json` ext_pillar (through `salt/master/release_pillar.py`, which
+//!   keeps nothing but the releases), so a highstate converges to what the
+//!   store says. A minion id outside `[A-Za-z0-9._-]` is 400.
 //! - `GET /v1/rollouts`, `GET /v1/rollouts/{id}`: status and journal.
+//!
+//! The pillar and the status API need `Authorization: Bearer <token>` with
+//! the token of `--api-token-file` whenever one is given (401 otherwise);
+//! serve refuses to listen on an address that is not loopback without that
+//! token and without TLS (`--tls-cert`, `--tls-key`). Errors are JSON
+//! `{"error": "..."}`; a store failure is logged and answered with a generic
+//! 500, never with the database's words.
 //! - `POST /v1/alerts/alertmanager`: Alertmanager's webhook (payload version
 //!   4). Needs `Authorization: Bearer <token>` with the token of
 //!   `--webhook-token-file`, checked before the body is read: 401 when it is
@@ -22,17 +31,19 @@
 //! - `GET /healthz`.
 
 use std::collections::BTreeSet;
-use std::path::{Path as FilePath, PathBuf};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRef, FromRequestParts, Path, State};
-use axum::http::{HeaderMap, StatusCode, header, request};
+use axum::http::{StatusCode, header, request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::alerts::{self, Source};
+use crate::auth::{BearerToken, refusal};
 use crate::store::{RolloutId, Store, StoreError};
 
 /// Where Alertmanager delivers alerts.
@@ -48,7 +59,10 @@ pub struct Api {
     /// The store.
     pub store: Store,
     /// The webhook's token; without one the webhook refuses every delivery.
-    pub webhook_token: Option<WebhookToken>,
+    pub webhook_token: Option<BearerToken>,
+    /// The token the pillar and the status API require; without one they
+    /// are open (serve then listens on loopback only).
+    pub api_token: Option<BearerToken>,
 }
 
 impl FromRef<Api> for Store {
@@ -57,63 +71,38 @@ impl FromRef<Api> for Store {
     }
 }
 
-/// The bearer token Alertmanager must send. Only its SHA-256 digest is kept
-/// after startup, and comparing two digests in constant time says nothing
-/// about the token's length or about how much of a guess was right.
-#[derive(Clone)]
-pub struct WebhookToken([u8; 32]);
-
-impl std::fmt::Debug for WebhookToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WebhookToken(***)")
-    }
+/// Why `rollout serve` will not listen where it was asked to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExposureError {
+    /// Off loopback without a token: anyone who reaches the port could read
+    /// pillar and rollouts.
+    #[error(
+        "refusing to listen on {0} without an API token: an address that is not loopback \
+         needs --api-token-file FILE (or WARREN_API_TOKEN_FILE), or listen on 127.0.0.1"
+    )]
+    NoToken(SocketAddr),
+    /// Off loopback in plain HTTP: the token and the pillar would cross the
+    /// network readable and changeable.
+    #[error(
+        "refusing to listen on {0} without TLS: an address that is not loopback \
+         needs --tls-cert FILE and --tls-key FILE (or WARREN_TLS_CERT, WARREN_TLS_KEY)"
+    )]
+    NoTls(SocketAddr),
 }
 
-/// Why the token file cannot be used; names the file, never its content.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenFileError {
-    /// The file cannot be read (missing, unreadable, not UTF-8).
-    #[error("cannot read the webhook token file {path}: {source}")]
-    Unreadable {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file holds only whitespace.
-    #[error("the webhook token file {0} is empty")]
-    Empty(PathBuf),
-}
-
-impl WebhookToken {
-    /// The token in `path`, surrounding whitespace (the final newline) trimmed.
-    pub fn read(path: &FilePath) -> Result<WebhookToken, TokenFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Unreadable {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(TokenFileError::Empty(path.to_path_buf()));
-        }
-        Ok(WebhookToken(digest(token)))
+/// Whether serve may listen on `listen` with what it was given. Checked
+/// before anything is bound or opened.
+pub fn check_exposure(listen: SocketAddr, token: bool, tls: bool) -> Result<(), ExposureError> {
+    if listen.ip().is_loopback() {
+        return Ok(());
     }
-
-    /// Whether `presented` is the token, in time that does not depend on
-    /// where they differ.
-    fn accepts(&self, presented: &str) -> bool {
-        let other = digest(presented);
-        self.0
-            .iter()
-            .zip(other.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    if !token {
+        return Err(ExposureError::NoToken(listen));
     }
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    d.as_ref().try_into().expect("SHA-256 is 32 bytes")
+    if !tls {
+        return Err(ExposureError::NoTls(listen));
+    }
+    Ok(())
 }
 
 /// The routes. The webhook route exists even without a token, to say why it
@@ -130,6 +119,11 @@ pub fn router(api: Api) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(api)
+}
+
+/// `{"error": why}` with `status`.
+fn json_error(status: StatusCode, why: &str) -> Response {
+    (status, axum::Json(json!({"error": why}))).into_response()
 }
 
 /// A request that carried the webhook's token. As an extractor it runs
@@ -149,35 +143,43 @@ impl FromRequestParts<Api> for Authorized {
             )
                 .into_response());
         };
-        let why = match bearer(&parts.headers) {
-            Some(presented) if token.accepts(presented) => return Ok(Authorized),
-            Some(_) => "invalid bearer token",
-            None => "missing bearer token: send Authorization: Bearer <token>",
+        let Some(why) = refusal(&parts.headers, token) else {
+            return Ok(Authorized);
         };
         // Alertmanager does not retry a 4xx, so from now on only the poll can
         // bring this alert: say so where an operator looks.
         tracing::warn!(reason = why, "Alertmanager webhook refused");
-        Err(unauthorized(why))
+        Err((
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            format!("{why}\n"),
+        )
+            .into_response())
     }
 }
 
-/// The token of `Authorization: Bearer <token>` (the scheme in any case).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
+/// A request that may read the pillar and the status API: it carried the
+/// API token, or serve has none (and so listens on loopback only).
+struct Reader;
 
-fn unauthorized(why: &str) -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        format!("{why}\n"),
-    )
-        .into_response()
+impl FromRequestParts<Api> for Reader {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut request::Parts, api: &Api) -> Result<Self, Response> {
+        let Some(token) = &api.api_token else {
+            return Ok(Reader);
+        };
+        let Some(why) = refusal(&parts.headers, token) else {
+            return Ok(Reader);
+        };
+        tracing::warn!(reason = why, path = %parts.uri.path(), "API request refused");
+        let mut resp = json_error(StatusCode::UNAUTHORIZED, why);
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        Err(resp)
+    }
 }
 
 async fn alertmanager_webhook(State(api): State<Api>, _: Authorized, body: Bytes) -> Response {
@@ -211,15 +213,22 @@ async fn alertmanager_webhook(State(api): State<Api>, _: Authorized, body: Bytes
     axum::Json(json!({"alerts": alerts.len(), "matched": rollouts})).into_response()
 }
 
+/// The answer to a store error: 404 for an unknown rollout, else a
+/// generic 500 (the database's words go to the log, not to the client).
 fn error(e: StoreError) -> Response {
-    let status = match e {
-        StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    (status, format!("{e}\n")).into_response()
+    match e {
+        StoreError::NotFound(_) => json_error(StatusCode::NOT_FOUND, "no such rollout"),
+        e => {
+            tracing::error!(error = %e, "store failed while answering a request");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
 }
 
-async fn pillar(State(store): State<Store>, Path(minion): Path<String>) -> Response {
+async fn pillar(State(store): State<Store>, _: Reader, Path(minion): Path<String>) -> Response {
+    if let Err(e) = crate::minion::check(&minion) {
+        return json_error(StatusCode::BAD_REQUEST, &e.to_string());
+    }
     match pillar_json(&store, &minion).await {
         Ok(v) => axum::Json(v).into_response(),
         // Salt then merges nothing, and the states keep what runs.
@@ -227,14 +236,14 @@ async fn pillar(State(store): State<Store>, Path(minion): Path<String>) -> Respo
     }
 }
 
-async fn list(State(store): State<Store>) -> Response {
+async fn list(State(store): State<Store>, _: Reader) -> Response {
     match store.list().await {
         Ok(all) => axum::Json(all).into_response(),
         Err(e) => error(e),
     }
 }
 
-async fn one(State(store): State<Store>, Path(id): Path<String>) -> Response {
+async fn one(State(store): State<Store>, _: Reader, Path(id): Path<String>) -> Response {
     let id = RolloutId(id);
     let rec = match store.get(&id).await {
         Ok(r) => r,
@@ -283,15 +292,29 @@ async fn metrics(State(store): State<Store>) -> Response {
         .into_response()
 }
 
-/// Serves until `cancel` fires.
+/// Serves until `cancel` fires, over TLS when `tls` is given.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     api: Api,
     cancel: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(api))
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    let shutdown = async move { cancel.cancelled().await };
+    match tls {
+        None => {
+            axum::serve(listener, router(api))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            axum::serve(
+                crate::https::TlsListener::new(listener, config)?,
+                router(api),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+    }
 }
 
 /// The pillar of one minion: its assigned releases.
@@ -307,60 +330,27 @@ pub async fn pillar_json(store: &Store, minion: &str) -> Result<Value, StoreErro
 mod tests {
     use super::*;
 
-    fn token_file(text: &str) -> (PathBuf, Result<WebhookToken, TokenFileError>) {
-        let path = std::env::temp_dir().join(format!(
-            "warren-token-{}-{}",
-            std::process::id(),
-            crate::inventory::hex(&digest(text)[..4])
-        ));
-        std::fs::write(&path, text).unwrap();
-        let token = WebhookToken::read(&path);
-        let _ = std::fs::remove_file(&path);
-        (path, token)
-    }
-
     #[test]
-    fn the_token_is_read_trimmed_and_compared_whole() {
-        let (_, token) = token_file("  s3cret-token\n");
-        let token = token.unwrap();
-        assert!(token.accepts("s3cret-token"));
-        for wrong in [
-            "",
-            "s3cret",
-            "s3cret-token2",
-            "S3CRET-TOKEN",
-            " s3cret-token",
-        ] {
-            assert!(!token.accepts(wrong), "{wrong:?}");
+    fn off_loopback_needs_a_token_and_tls() {
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        for loopback in ["127.0.0.1:9099", "127.0.0.2:0", "[::1]:9099"] {
+            assert_eq!(
+                check_exposure(at(loopback), false, false),
+                Ok(()),
+                "{loopback}"
+            );
         }
-        assert_eq!(format!("{token:?}"), "WebhookToken(***)");
-    }
-
-    #[test]
-    fn an_empty_or_missing_token_file_is_refused_by_name() {
-        let (path, token) = token_file(" \n\t");
-        let e = token.unwrap_err().to_string();
-        assert!(
-            e.contains(&path.display().to_string()) && e.contains("empty"),
-            "{e}"
-        );
-        let missing = std::path::Path::new("/nonexistent/warren/webhook.token");
-        let e = WebhookToken::read(missing).unwrap_err().to_string();
-        assert!(e.contains("/nonexistent/warren/webhook.token"), "{e}");
-    }
-
-    #[test]
-    fn bearer_tokens_are_taken_from_the_authorization_header() {
-        let with = |value: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::AUTHORIZATION, value.parse().unwrap());
-            h
-        };
-        assert_eq!(bearer(&with("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(&with("bearer  abc ")), Some("abc"));
-        assert_eq!(bearer(&with("Basic YWJjOmRlZg==")), None);
-        assert_eq!(bearer(&with("Bearer ")), None);
-        assert_eq!(bearer(&with("Bearer")), None);
-        assert_eq!(bearer(&HeaderMap::new()), None);
+        for open in [
+            "0.0.0.0:9099",
+            "10.0.0.5:9099",
+            "[::]:9099",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            let e = check_exposure(at(open), false, true).unwrap_err();
+            assert!(e.to_string().contains("--api-token-file"), "{e}");
+            let e = check_exposure(at(open), true, false).unwrap_err();
+            assert!(e.to_string().contains("--tls-cert"), "{e}");
+            assert_eq!(check_exposure(at(open), true, true), Ok(()), "{open}");
+        }
     }
 }

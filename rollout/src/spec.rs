@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::unknown_keys::Shape;
+
 /// Default bake time of a cohort.
 pub const DEFAULT_BAKE: Duration = Duration::from_secs(5 * 60);
 /// Default interval between two measurements of a gate.
@@ -166,6 +168,74 @@ pub struct TimeoutsFile {
     /// Default: forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<String>,
+}
+
+/// The keys of a spec file, for reporting unknown ones all at once (the
+/// structs above still deny them; the tests keep both in step).
+const SPEC_SHAPE: Shape = Shape::Map(&[
+    ("component", Shape::Leaf),
+    ("version", Shape::Leaf),
+    (
+        "artifact",
+        Shape::Map(&[("url", Shape::Leaf), ("sha256", Shape::Leaf)]),
+    ),
+    (
+        "cohorts",
+        Shape::List(&Shape::Map(&[
+            ("name", Shape::Leaf),
+            ("target", Shape::Leaf),
+            ("batch", Shape::Leaf),
+            ("bake", Shape::Leaf),
+        ])),
+    ),
+    (
+        "gates",
+        Shape::List(&Shape::Map(&[
+            ("name", Shape::Leaf),
+            ("query", Shape::Leaf),
+            ("condition", Shape::Leaf),
+            (
+                "grafana",
+                Shape::Map(&[("dashboard", Shape::Leaf), ("panel", Shape::Leaf)]),
+            ),
+            ("interval", Shape::Leaf),
+            ("count", Shape::Leaf),
+            ("duration", Shape::Leaf),
+            ("failure_limit", Shape::Leaf),
+            ("consecutive_error_limit", Shape::Leaf),
+            ("no_data", Shape::Leaf),
+        ])),
+    ),
+    ("rollback", Shape::Map(&[("alerts", Shape::Leaf)])),
+    ("limits", Shape::Map(&[("max_failed_hosts", Shape::Leaf)])),
+    (
+        "timeouts",
+        Shape::Map(&[
+            ("salt_job", Shape::Leaf),
+            ("version_confirm", Shape::Leaf),
+            ("resume", Shape::Leaf),
+        ]),
+    ),
+]);
+
+/// serde's error for a value of the wrong type, as a problem at the path
+/// serde_yaml puts before its message (`cohorts[0].bake: invalid type...`).
+fn shape_problem(e: &serde_yaml::Error) -> Problem {
+    let text = e.to_string();
+    match text.split_once(": ") {
+        Some((path, message))
+            if !path.contains(' ') && path.chars().next().is_some_and(char::is_alphabetic) =>
+        {
+            Problem {
+                path: path.to_string(),
+                message: message.to_string(),
+            }
+        }
+        _ => Problem {
+            path: "(spec)".to_string(),
+            message: text,
+        },
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -699,11 +769,33 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// Parses and validates a YAML spec.
+    /// Parses and validates a YAML spec. Unknown keys are reported together
+    /// with every other problem (each with its path and, for a typo, the
+    /// key meant), not one at a time.
     pub fn from_yaml(text: &str) -> Result<Spec, SpecError> {
-        let file: SpecFile =
+        let mut value: serde_yaml::Value =
             serde_yaml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
-        file.validate().map_err(SpecError::Invalid)
+        let unknown: Vec<Problem> = crate::unknown_keys::strip(&SPEC_SHAPE, &mut value)
+            .into_iter()
+            .map(|u| Problem {
+                path: u.path,
+                message: u.message,
+            })
+            .collect();
+        if unknown.is_empty() {
+            let file: SpecFile =
+                serde_yaml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+            return file.validate().map_err(SpecError::Invalid);
+        }
+        // Read the rest as YAML text again, so scalars are taken as the
+        // file wrote them (an unquoted `version: 2` is the text "2").
+        let rest = serde_yaml::to_string(&value).unwrap_or_default();
+        let mut problems = unknown;
+        match serde_yaml::from_str::<SpecFile>(&rest) {
+            Ok(file) => problems.extend(file.validate().err().unwrap_or_default()),
+            Err(e) => problems.push(shape_problem(&e)),
+        }
+        Err(SpecError::Invalid(problems))
     }
 
     /// Parses and validates a spec stored as JSON (the [`SpecFile`] form, see
@@ -929,7 +1021,22 @@ impl SpecFile {
                     })
                 }
                 (None, Some(gf)) => {
-                    p.non_empty(&at("grafana.dashboard"), &gf.dashboard);
+                    // The uid goes into a Grafana API path: only Grafana's
+                    // own uid alphabet, so it cannot name another endpoint.
+                    let uid = gf.dashboard.trim();
+                    if p.non_empty(&at("grafana.dashboard"), uid)
+                        && (uid.len() > 40
+                            || !uid
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+                    {
+                        p.add(
+                            at("grafana.dashboard"),
+                            format!(
+                                "`{uid}` is not a dashboard uid (up to 40 letters, digits, `-`, `_`)"
+                            ),
+                        );
+                    }
                     p.non_empty(&at("grafana.panel"), &gf.panel);
                     Some(GateSource::Grafana {
                         dashboard: gf.dashboard.trim().to_string(),
@@ -1378,17 +1485,120 @@ cohorts:
 
     #[test]
     fn unknown_keys_are_refused() {
-        for (from, to) in [
-            ("version: v2", "version: v2\nverison: v3"),
-            ("bake: 1m", "bake: 1m\n    bak: 2m"),
-            ("  url:", "  uri: x\n  url:"),
+        for (from, to, path, meant) in [
+            (
+                "version: v2",
+                "version: v2\nverison: v3",
+                "verison",
+                "version",
+            ),
+            (
+                "bake: 1m",
+                "bake: 1m\n    bak: 2m",
+                "cohorts[0].bak",
+                "bake",
+            ),
+            ("  url:", "  uri: x\n  url:", "artifact.uri", "url"),
         ] {
             let text = base().replacen(from, to, 1);
             match Spec::from_yaml(&text) {
-                Err(SpecError::Parse(e)) => assert!(e.contains("unknown field"), "{e}"),
+                Err(SpecError::Invalid(p)) => {
+                    assert_eq!(p.len(), 1, "{p:?}");
+                    assert_eq!(p[0].path, path);
+                    assert!(
+                        p[0].message.contains(&format!("did you mean `{meant}`")),
+                        "{p:?}"
+                    );
+                }
                 other => panic!("{to:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn unknown_keys_come_with_every_other_problem() {
+        let text = base()
+            .replacen("version: v2", "verison: v2\nversion: v2", 1)
+            .replacen("bake: 1m", "bak: 1m", 1)
+            .replace("batch: 50%", "batch: 0%")
+            .replace("component: edge", "component: edgy");
+        let Err(SpecError::Invalid(p)) = Spec::from_yaml(&text) else {
+            panic!("expected problems")
+        };
+        let paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["verison", "cohorts[0].bak", "component", "cohorts[1].batch"],
+            "{p:#?}"
+        );
+        // A value of the wrong type beside an unknown key: both reported.
+        let text = base()
+            .replacen("version: v2", "verison: v2\nversion: v2", 1)
+            .replacen("bake: 1m", "bake: [1m]", 1);
+        let Err(SpecError::Invalid(p)) = Spec::from_yaml(&text) else {
+            panic!("expected problems")
+        };
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert_eq!(p[1].path, "cohorts[0].bake", "{p:#?}");
+    }
+
+    #[test]
+    fn a_dashboard_uid_cannot_name_another_grafana_endpoint() {
+        for uid in ["../../api/admin/users", "a/b", "a?x=1", &"a".repeat(41)] {
+            let text = format!(
+                "{}gates:\n  - name: g\n    grafana: {{dashboard: '{uid}', panel: p}}\n",
+                base()
+            );
+            let Err(SpecError::Invalid(p)) = Spec::from_yaml(&text) else {
+                panic!("{uid} was accepted")
+            };
+            assert!(
+                p.iter().any(|p| p.path == "gates[0].grafana.dashboard"
+                    && p.message.contains("not a dashboard uid")),
+                "{uid}: {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_shape_knows_every_field_of_a_full_spec() {
+        let full = SpecFile {
+            gates: vec![GateFile {
+                name: "g".into(),
+                query: Some("q".into()),
+                condition: Some("< 1".into()),
+                grafana: Some(GrafanaPanelFile {
+                    dashboard: "d".into(),
+                    panel: "p".into(),
+                }),
+                interval: Some("1m".into()),
+                count: Some(1),
+                duration: Some("1m".into()),
+                failure_limit: Some(0),
+                consecutive_error_limit: Some(1),
+                no_data: Some("fail".into()),
+            }],
+            rollback: RollbackFile {
+                alerts: vec!["{a=\"b\"}".into()],
+            },
+            limits: LimitsFile {
+                max_failed_hosts: Some(1),
+            },
+            timeouts: TimeoutsFile {
+                salt_job: Some("1m".into()),
+                version_confirm: Some("1m".into()),
+                resume: Some("1h".into()),
+            },
+            cohorts: vec![CohortFile {
+                name: "c".into(),
+                target: "*".into(),
+                batch: Some(BatchFile::Number(1)),
+                bake: Some("1m".into()),
+            }],
+            ..serde_yaml::from_str::<SpecFile>(&base()).unwrap()
+        };
+        let mut value = serde_yaml::to_value(&full).unwrap();
+        assert_eq!(crate::unknown_keys::strip(&SPEC_SHAPE, &mut value), vec![]);
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! tests of the controller's API and CLI that need no fleet.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use rollout::store::{RolloutId, Store};
+
+use crate::proc::{Proc, eventually};
 
 /// A one-cohort edge spec of `version`, with `extra` YAML appended (say, a
 /// `rollback:` section).
@@ -25,4 +29,20 @@ pub async fn begin(database: &str, spec_yaml: &str) -> RolloutId {
     let id = store.begin_rollout(&spec, &plan).await.expect("begin");
     store.close().await;
     id
+}
+
+/// The address a `rollout serve` process logged once it was listening
+/// (it is started with `--listen 127.0.0.1:0`).
+pub async fn serve_address(serve: &mut Proc) -> SocketAddr {
+    eventually("rollout serve to listen", Duration::from_secs(60), || {
+        assert!(serve.running(), "rollout serve exited:\n{}", serve.log());
+        let log = serve.log();
+        let addr = log
+            .lines()
+            .find(|l| l.contains("API listening"))
+            .and_then(|l| l.split_once("listen="))
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok());
+        async move { addr }
+    })
+    .await
 }

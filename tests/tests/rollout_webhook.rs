@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tests::bins::bin;
 use tests::http::plain_client;
 use tests::net::random_u32;
-use tests::proc::{Proc, eventually};
+use tests::proc::Proc;
 use tests::workdir::Workdir;
 
 const SELECTOR: &str = r#"{alertname="EdgeReleaseErrorRatioHigh", component="edge"}"#;
@@ -44,21 +44,6 @@ fn spawn_serve(work: &Workdir, name: &str, database: &str, extra: &[&Path]) -> P
         cmd.env_remove(var);
     }
     Proc::spawn(name, cmd, &work.join(&format!("{name}.log")))
-}
-
-/// The address serve logged once it was listening.
-async fn listening(serve: &mut Proc) -> SocketAddr {
-    eventually("rollout serve to listen", Duration::from_secs(60), || {
-        assert!(serve.running(), "rollout serve exited:\n{}", serve.log());
-        let log = serve.log();
-        let addr = log
-            .lines()
-            .find(|l| l.contains("API listening"))
-            .and_then(|l| l.split_once("listen="))
-            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok());
-        async move { addr }
-    })
-    .await
 }
 
 fn now_ms() -> i64 {
@@ -166,7 +151,7 @@ async fn the_webhook_records_each_matching_alert_once_and_only_with_the_token() 
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let flag = Path::new("--webhook-token-file");
     let mut serve = spawn_serve(&work, "serve", &database, &[flag, &token_file]);
-    let addr = listening(&mut serve).await;
+    let addr = tests::rollouts::serve_address(&mut serve).await;
     let hook = Webhook::new(addr);
     let matching = payload(vec![alert("EdgeReleaseErrorRatioHigh", "firing", "fp-1")]).to_string();
 
@@ -270,7 +255,7 @@ async fn serve_without_a_usable_token_file_refuses_the_webhook() {
 
     // No flag: serve runs, the webhook answers 503 and says how to turn it on.
     let mut serve = spawn_serve(&work, "serve", &database, &[]);
-    let addr = listening(&mut serve).await;
+    let addr = tests::rollouts::serve_address(&mut serve).await;
     let body = payload(vec![alert("EdgeReleaseErrorRatioHigh", "firing", "fp-1")]).to_string();
     let (status, _, answer) = Webhook::new(addr).post(Some("anything"), body).await;
     assert_eq!(status, 503, "{answer}");

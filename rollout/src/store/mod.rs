@@ -71,6 +71,14 @@ pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The SQLite file could not be opened or created.
+    #[error("cannot open the SQLite database {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The database error.
+        source: sqlx::Error,
+    },
     /// The database folder could not be created.
     #[error("creating {path}: {source}")]
     Folder {
@@ -311,34 +319,78 @@ fn is_sqlite(url: &str) -> bool {
     url.starts_with("sqlite:")
 }
 
+/// A SQLite database in a file: its path, and the URL to open it with.
+#[derive(Debug, PartialEq, Eq)]
+struct SqliteFile {
+    path: PathBuf,
+    url: String,
+}
+
+/// The file of a `sqlite:` URL (not an in-memory one), with `mode=rwc`
+/// added when the URL sets no mode, so a new file is created as the
+/// default store's is.
+fn sqlite_file(url: &str) -> Option<SqliteFile> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    if path.is_empty() || path.starts_with(':') || params.contains(&"mode=memory") {
+        return None;
+    }
+    let url = if params.iter().any(|p| p.starts_with("mode=")) {
+        url.to_string()
+    } else if query.is_empty() {
+        format!("{}?mode=rwc", url.trim_end_matches('?'))
+    } else {
+        format!("{url}&mode=rwc")
+    };
+    Some(SqliteFile {
+        path: PathBuf::from(path),
+        url,
+    })
+}
+
 impl Store {
-    /// Connects (`sqlite://PATH?mode=rwc` or `postgres://...`) and applies
-    /// the migrations. For SQLite the file's folder is created.
+    /// Connects (`sqlite://PATH` or `postgres://...`) and applies the
+    /// migrations. A SQLite file that does not exist is created, with its
+    /// folder (unless the URL sets its own `mode=`), and any failure to open
+    /// it names the file.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        if let Some(rest) = url.strip_prefix("sqlite://") {
-            let path = rest.split('?').next().unwrap_or("");
-            if let Some(parent) = std::path::Path::new(path).parent()
-                && !parent.as_os_str().is_empty()
-                && !path.starts_with(':')
-            {
-                std::fs::create_dir_all(parent).map_err(|source| StoreError::Folder {
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
+        let sqlite = sqlite_file(url);
+        let url = match &sqlite {
+            Some(file) => {
+                if let Some(parent) = file.path.parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent).map_err(|source| StoreError::Folder {
+                        path: parent.to_path_buf(),
+                        source,
+                    })?;
+                }
+                file.url.clone()
             }
-        }
+            None => url.to_string(),
+        };
         // SQLite has one writer anyway; one connection avoids lock upgrades
         // failing with SQLITE_BUSY inside this process.
-        let max = if is_sqlite(url) { 1 } else { 8 };
+        let max = if is_sqlite(&url) { 1 } else { 8 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(30))
-            .connect(url)
-            .await?;
+            .connect(&url)
+            .await
+            .map_err(|source| match &sqlite {
+                Some(file) => StoreError::Open {
+                    path: file.path.clone(),
+                    source,
+                },
+                None => StoreError::Database(source),
+            })?;
         let store = Store {
             pool,
-            sqlite: is_sqlite(url),
+            sqlite: is_sqlite(&url),
         };
         store.migrate().await?;
         Ok(store)

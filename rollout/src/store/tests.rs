@@ -608,3 +608,39 @@ fn migrations_split_into_statements() {
             .any(|s| s.contains("CREATE UNIQUE INDEX") && s.contains("WHERE active = 1"))
     );
 }
+
+#[test]
+fn sqlite_urls_create_their_file_unless_they_set_a_mode() {
+    let table: &[(&str, Option<(&str, &str)>)] = &[
+        (
+            "sqlite:///var/x/new.db",
+            Some(("/var/x/new.db", "sqlite:///var/x/new.db?mode=rwc")),
+        ),
+        (
+            "sqlite://rel.db",
+            Some(("rel.db", "sqlite://rel.db?mode=rwc")),
+        ),
+        ("sqlite:rel.db", Some(("rel.db", "sqlite:rel.db?mode=rwc"))),
+        (
+            "sqlite:///x.db?mode=ro",
+            Some(("/x.db", "sqlite:///x.db?mode=ro")),
+        ),
+        (
+            "sqlite:///x.db?mode=rwc",
+            Some(("/x.db", "sqlite:///x.db?mode=rwc")),
+        ),
+        (
+            "sqlite:///x.db?cache=shared",
+            Some(("/x.db", "sqlite:///x.db?cache=shared&mode=rwc")),
+        ),
+        ("sqlite::memory:", None),
+        ("sqlite://:memory:", None),
+        ("sqlite:///x.db?mode=memory", None),
+        ("postgres://u@h/db", None),
+    ];
+    for (url, want) in table {
+        let got = sqlite_file(url).map(|f| (f.path, f.url));
+        let want = want.map(|(p, u)| (PathBuf::from(p), u.to_string()));
+        assert_eq!(got, want, "{url}");
+    }
+}

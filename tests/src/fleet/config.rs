@@ -35,14 +35,17 @@ pub(crate) fn write(path: &Path, text: &str) {
 }
 
 /// The master config: file roots (the repo's states and the release
-/// artifacts), host pillar from files, assigned versions from the pillar
-/// server through `cmd_json` and curl, salt-api with sharedsecret eauth. `dir` is
-/// the master's root folder, `WORK/salt/root`.
+/// artifacts), host pillar from files, assigned versions from the
+/// controller through `cmd_json` and `salt/master/release_pillar.py` (curl
+/// with the API token, releases only), salt-api with sharedsecret eauth.
+/// `dir` is the master's root folder, `WORK/salt/root`; `controller` is
+/// `rollout serve`'s address (plain HTTP: it listens on loopback).
 pub(crate) fn master(
     dir: &Path,
     repo: &Path,
     ip: IpAddr,
-    pillar_url: &str,
+    controller: SocketAddr,
+    api_token: &Path,
     secret: &str,
 ) -> String {
     let d = dir.display();
@@ -67,10 +70,10 @@ pub(crate) fn master(
         "worker_threads": 3,
         "file_roots": {"base": [format!("{}/salt", repo.display()), format!("{}/files", files.display())]},
         "pillar_roots": {"base": [format!("{}/pillar", files.display())]},
-        // Salt 3008 no longer ships http_json; cmd_json with curl is the
-        // same contract: the JSON answer merges into pillar, and any
-        // failure gives an empty dict (logged), never an error.
-        "ext_pillar": [{"cmd_json": format!("curl -sf --max-time 5 {pillar_url}")}],
+        // Salt 3008 no longer ships http_json; cmd_json is the same
+        // contract: the JSON answer merges into pillar, and any failure
+        // gives an empty dict (logged), never an error.
+        "ext_pillar": [{"cmd_json": pillar_command(repo, controller, api_token)}],
         "pillar_source_merging_strategy": "recurse",
         "netapi_enable_clients": ["local", "local_async", "local_batch", "runner", "wheel"],
         "rest_cherrypy": {"host": ip.to_string(), "port": SALT_API, "disable_ssl": true},
@@ -78,6 +81,19 @@ pub(crate) fn master(
         "sharedsecret": secret,
     })
     .to_string()
+}
+
+/// The master's `cmd_json` command for the controller's pillar, as
+/// `salt/master.example` writes it but over plain HTTP to a loopback
+/// controller, run by the Salt venv's Python.
+pub fn pillar_command(repo: &Path, controller: SocketAddr, api_token: &Path) -> String {
+    format!(
+        "{python} {script} --token-file {token} -- curl --silent --show-error --fail \
+         --max-time 5 --max-filesize 65536 http://{controller}/pillar/ %s",
+        python = super::salt_bin("python3").display(),
+        script = repo.join("salt/master/release_pillar.py").display(),
+        token = api_token.display(),
+    )
 }
 
 /// One minion's config: its own root, the master's address, its grains.

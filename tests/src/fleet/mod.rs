@@ -166,11 +166,14 @@ pub struct Fleet {
     alertmanager_pid: u32,
     /// The file holding the webhook's bearer token (Alertmanager and `rollout serve` read it).
     pub webhook_token: PathBuf,
+    /// The file holding the token of the controller's pillar and status API
+    /// (the master's pillar command and `rollout serve` read it).
+    pub api_token: PathBuf,
     minions: BTreeMap<String, Proc>,
     minion_dirs: BTreeMap<String, PathBuf>,
 }
 
-fn salt_bin(name: &str) -> PathBuf {
+pub(crate) fn salt_bin(name: &str) -> PathBuf {
     let cache = std::env::var_os("WARREN_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -316,8 +319,19 @@ impl Fleet {
                 .expect("seed assignment");
         }
 
-        // Salt.
+        // Salt. The master reads pillar from the controller with the API
+        // token, as in production.
         let secret = format!("{:08x}{:08x}", random_u32(), random_u32());
+        let api_token = w.join("controller/api.token");
+        write(
+            &api_token,
+            &format!(
+                "{:08x}{:08x}{:08x}",
+                random_u32(),
+                random_u32(),
+                random_u32()
+            ),
+        );
         let salt_conf = w.join("salt/conf");
         write(
             &salt_conf.join("master"),
@@ -325,7 +339,8 @@ impl Fleet {
                 &w.join("salt/root"),
                 &repo,
                 master_ip,
-                &format!("http://{pillar_addr}/pillar/%s"),
+                pillar_addr,
+                &api_token,
                 &secret,
             ),
         );
@@ -407,7 +422,7 @@ impl Fleet {
         let mut cmd = Command::new(bin("origin"));
         cmd.arg(origin.to_string());
         procs.push(spawn("origin", cmd, &w.join("origin.log")));
-        let controller = spawn_controller(&w, &database, pillar_addr, &webhook_token);
+        let controller = spawn_controller(&w, &database, pillar_addr, &webhook_token, &api_token);
 
         let salt_url = format!("http://{master_ip}:{SALT_API}");
         let salt =
@@ -432,6 +447,7 @@ impl Fleet {
             prometheus_addr,
             alertmanager_pid,
             webhook_token,
+            api_token,
             minions,
             minion_dirs,
         };
@@ -582,6 +598,7 @@ impl Fleet {
                 &self.database,
                 self.controller,
                 &self.webhook_token,
+                &self.api_token,
             ));
         }
         self.wait_controller().await;
@@ -786,7 +803,13 @@ fn spawn_prometheus(dir: &Path, addr: SocketAddr) -> Proc {
     spawn("prometheus", cmd, &dir.join("prometheus.log"))
 }
 
-fn spawn_controller(work: &Path, database: &str, listen: SocketAddr, token: &Path) -> Proc {
+fn spawn_controller(
+    work: &Path,
+    database: &str,
+    listen: SocketAddr,
+    token: &Path,
+    api_token: &Path,
+) -> Proc {
     let mut cmd = Command::new(bin("rollout"));
     cmd.args([
         "serve",
@@ -796,7 +819,9 @@ fn spawn_controller(work: &Path, database: &str, listen: SocketAddr, token: &Pat
         database,
     ])
     .arg("--webhook-token-file")
-    .arg(token);
+    .arg(token)
+    .arg("--api-token-file")
+    .arg(api_token);
     spawn("rollout serve", cmd, &work.join("controller.log"))
 }
 
