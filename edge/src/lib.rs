@@ -214,13 +214,38 @@ pub fn dev_cert(out: &Path, sans: &[String]) -> anyhow::Result<()> {
     };
     write("ca.pem", &certs.ca_pem)?;
     write("edge.pem", &certs.cert_pem)?;
-    write("edge-key.pem", &certs.key_pem)?;
-    restrict(&out.join("edge-key.pem"))?;
+    write_private(&out.join("edge-key.pem"), &certs.key_pem)?;
     Ok(())
 }
 
-fn restrict(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot restrict {}", path.display()))
+/// Writes a secret that only its owner can ever read: into a new file
+/// created mode 0600 (whatever the umask; a chmod after writing would leave
+/// it readable for a moment), which then replaces any file already at
+/// `path`, whatever that file's mode was.
+fn write_private(path: &Path, body: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let write = || -> std::io::Result<()> {
+        // A leftover of an interrupted run: create_new refuses to reuse it.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(body.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -215,3 +215,67 @@ fn bad_configs_exit_with_a_message_that_names_the_problem() {
     assert!(err.contains("CONNECTOR_TOKEN"), "{err}");
     assert!(!err.contains("secretgarbage"), "the token leaked: {err}");
 }
+
+/// `edge dev-cert` run as `sh -c 'umask 000; exec edge dev-cert ...'`: the
+/// key is 0600 afterwards (also when a world-readable key was there before),
+/// and, traced with strace where it is installed, every file that will hold
+/// the key is created 0600 from the start, never made private afterwards.
+#[test]
+fn dev_cert_creates_the_key_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = Workdir::new("dev-cert-umask");
+    let out_dir = work.join("pki");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let key = out_dir.join("edge-key.pem");
+    // A key left world-readable by an older tool.
+    std::fs::write(&key, "old key").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let script = format!(
+        "umask 000; exec {} dev-cert --san edge.test --out {}",
+        bin("edge").display(),
+        out_dir.display()
+    );
+    let trace = work.join("strace.txt");
+    let strace = Command::new("strace").arg("-V").output().is_ok();
+    let mut cmd = if strace {
+        let mut c = Command::new("strace");
+        c.args(["-f", "-e", "trace=open,openat,creat", "-o"])
+            .arg(&trace)
+            .args(["sh", "-c", &script]);
+        c
+    } else {
+        eprintln!("strace is not installed: checking the final modes only");
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
+    };
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&key), 0o600, "edge-key.pem mode {:o}", mode(&key));
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert!(text.contains("PRIVATE KEY"), "the old key was not replaced");
+    assert!(!out_dir.join("edge-key.pem.tmp").exists());
+    // The certificates are public.
+    assert_eq!(mode(&out_dir.join("edge.pem")) & 0o444, 0o444);
+
+    if strace {
+        let trace = std::fs::read_to_string(&trace).unwrap();
+        let creates: Vec<&str> = trace
+            .lines()
+            .filter(|l| l.contains("edge-key.pem") && l.contains("O_CREAT"))
+            .collect();
+        assert!(
+            !creates.is_empty(),
+            "no creation of the key traced:\n{trace}"
+        );
+        for line in creates {
+            assert!(
+                line.contains("O_EXCL") && line.contains(", 0600)"),
+                "the key file is not created private (0600, new): {line}"
+            );
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rollout::salt::HostOutcome;
-use tests::fleet::{Fleet, Role};
+use tests::fleet::{Fleet, Role, service_user};
 
 async fn versions(fleet: &Fleet, component: &str) -> BTreeMap<String, String> {
     fleet
@@ -35,6 +35,38 @@ async fn hello_through_every_edge(fleet: &Fleet) {
     }
 }
 
+/// Every edge and connector runs as the unprivileged `warren` (all four
+/// uids and gids, no effective capability), and the key and the token they
+/// read are readable by root and that group only.
+fn services_run_as_the_service_user(fleet: &Fleet) {
+    use std::os::unix::fs::MetadataExt;
+    let (uid, gid) =
+        service_user::ids(service_user::NAME).expect("the states created the user warren");
+    assert_ne!(uid, 0);
+    for h in &fleet.hosts {
+        let pid = fleet
+            .service_pid(&h.id)
+            .unwrap_or_else(|| panic!("no {} runs on {}", h.role.as_str(), h.id));
+        let who = service_user::credentials(pid).expect("the service runs");
+        assert_eq!(who.uids, [uid; 4], "{} (pid {pid}): {who:?}", h.id);
+        assert_eq!(who.gids, [gid; 4], "{} (pid {pid}): {who:?}", h.id);
+        assert_eq!(who.cap_eff, "0000000000000000", "{} (pid {pid})", h.id);
+    }
+    for (host, file) in [
+        ("edge-ams-1", "edge/tls/edge-key.pem"),
+        ("conn-ams-1", "connector/token"),
+    ] {
+        let path = fleet.install_root(host).join(file);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o777, meta.uid(), meta.gid()),
+            (0o640, 0, gid),
+            "{}: want mode 640, root:warren",
+            path.display()
+        );
+    }
+}
+
 fn failure_text(outcome: &HostOutcome) -> String {
     match outcome {
         HostOutcome::FailedState { failures } => failures.join("\n"),
@@ -59,6 +91,7 @@ async fn salt_states_install_switch_and_protect_releases_on_a_real_fleet() {
     assert_eq!(dcs.len(), 3);
     assert!(versions(&fleet, "edge").await.values().all(|v| v == "v1"));
     hello_through_every_edge(&fleet).await;
+    services_run_as_the_service_user(&fleet);
 
     // v2 on exactly two hosts.
     let v2 = fleet.release("edge", "v2", &[]);
@@ -131,6 +164,8 @@ async fn salt_states_install_switch_and_protect_releases_on_a_real_fleet() {
     }
     fleet.start_controller().await;
     hello_through_every_edge(&fleet).await;
+    // Also after new releases and rollbacks.
+    services_run_as_the_service_user(&fleet);
 
     // Teardown leaves no process of the fleet, checked by pid.
     let pids = fleet.teardown();

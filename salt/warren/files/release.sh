@@ -57,9 +57,13 @@ unpack() {
     if [ ! -x "$tmp/$comp" ] || [ ! -f "$tmp/release.json" ]; then
         rm -rf "$tmp"; say no "$tarball does not hold $comp-$ver/$comp and $comp-$ver/release.json"; exit 1
     fi
-    if ! grep -Eq "\"version\"[[:space:]]*:[[:space:]]*\"$ver\"" "$tmp/release.json"; then
-        rm -rf "$tmp"; say no "$tarball is not version $ver (see its release.json)"; exit 1
+    # Literally equal: a version is text, not a pattern (`1.2.3` is not `1x2x3`).
+    if ! why=$(manifest_is_version "$tmp/release.json" "$ver"); then
+        rm -rf "$tmp"; say no "$tarball is not version $ver: $why"; exit 1
     fi
+    # Readable and runnable by the service user, writable by root alone,
+    # whatever modes the tarball carried.
+    chmod -R u+rwX,go+rX,go-w "$tmp" || { rm -rf "$tmp"; say no "cannot set the modes of $tmp"; exit 1; }
     printf '%s\n' "$sha" > "$tmp/.tarball-sha256"
     rm -rf "$dir" && mv -T "$tmp" "$dir" || { say no "cannot move $tmp to $dir"; exit 1; }
     say yes "unpacked $comp $ver into $dir"
@@ -101,6 +105,23 @@ prune() {
     else
         say no "nothing to prune: releases holds only current ($keep_cur) and previous ($keep_prev)"
     fi
+}
+
+# Succeeds when release.json's `version` is exactly VERSION (parsed as JSON
+# and compared as text); otherwise prints why not.
+manifest_is_version() { # FILE VERSION
+    "${WARREN_PYTHON:-python3}" - "$1" "$2" <<'PY'
+import json, sys
+try:
+    with open(sys.argv[1]) as f:
+        found = json.load(f).get("version")
+except Exception as e:
+    print(f"its release.json cannot be read ({e})")
+    sys.exit(1)
+if found != sys.argv[2]:
+    print(f"its release.json says version {json.dumps(found)}")
+    sys.exit(1)
+PY
 }
 
 ready() { # ADMIN TIMEOUT -> 0 when GET /ready answers 200 within TIMEOUT seconds

@@ -34,6 +34,34 @@ pub(crate) fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
+/// Writes a file that holds a secret (a key, a token, the salt-api secret):
+/// created mode 0600, so only root, who runs the fleet's tools, reads it.
+pub(crate) fn write_private(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("create config dir");
+    }
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Makes `dir` (created if needed) traversable and readable by everyone, as
+/// the folders above a host's install root must be for the service user,
+/// whatever the umask of the test run.
+pub(crate) fn traversable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).expect("create dir");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", dir.display()));
+}
+
 /// The master config: file roots (the repo's states and the release
 /// artifacts), host pillar from files, assigned versions from the
 /// controller through `cmd_json` and `salt/master/release_pillar.py` (curl

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod pillar;
+pub mod service_user;
 pub mod spec;
 pub mod timeline;
 
@@ -211,6 +212,10 @@ impl Fleet {
         let alertmanager_addr = net.addr(102, ALERTMANAGER);
         let origin = net.addr(103, ORIGIN);
         let pillar_addr = net.addr(100, PILLAR);
+        // The services run as the unprivileged `warren` and read their
+        // files below this folder.
+        traversable(&w);
+        traversable(&w.join("hosts"));
 
         // Certificates and the tunnel, made by the binaries themselves.
         let pki = w.join("pki");
@@ -282,7 +287,8 @@ impl Fleet {
                     });
                 }
             }
-            write(
+            // Host pillar holds the TLS key and the tunnel token.
+            write_private(
                 &w.join(format!("pillar/hosts/{}.sls", h.id.replace('-', "_"))),
                 &format!("#!json\n{}", json!({"warren": warren})),
             );
@@ -291,6 +297,7 @@ impl Fleet {
                 h.id,
                 h.id.replace('-', "_")
             ));
+            traversable(&root);
             std::fs::create_dir_all(root.join("supervisord.d")).unwrap();
             write(&root.join("supervisord.conf"), &supervisord(&root));
         }
@@ -333,7 +340,8 @@ impl Fleet {
             ),
         );
         let salt_conf = w.join("salt/conf");
-        write(
+        // The master config holds salt-api's shared secret.
+        write_private(
             &salt_conf.join("master"),
             &master(
                 &w.join("salt/root"),
@@ -392,7 +400,7 @@ impl Fleet {
         // Alertmanager pages the controller's webhook with a bearer token
         // from a file, as in production (alerts/alertmanager.yml).
         let webhook_token = w.join("controller/webhook.token");
-        write(
+        write_private(
             &webhook_token,
             &format!(
                 "{:08x}{:08x}{:08x}",
@@ -498,6 +506,29 @@ impl Fleet {
             .iter()
             .find(|h| h.id == id)
             .unwrap_or_else(|| panic!("no host {id}"))
+    }
+
+    /// A host's install root (pillar `warren:root`).
+    pub fn install_root(&self, id: &str) -> PathBuf {
+        self.work.join("hosts").join(id).join("opt")
+    }
+
+    /// The pid of the service (edge or connector) running on host `id`:
+    /// the process whose command runs the host's `current` release.
+    pub fn service_pid(&self, id: &str) -> Option<u32> {
+        let component = self.host(id).role.as_str();
+        let exe = self
+            .install_root(id)
+            .join(component)
+            .join("current")
+            .join(component);
+        let exe = exe.to_string_lossy();
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let argv0 = cmdline.split(|b| *b == 0).next()?;
+            (String::from_utf8_lossy(argv0) == exe).then_some(pid)
+        })
     }
 
     /// Waits until every host in `ids` answers `test.ping`.
