@@ -7,6 +7,10 @@
 //! (the known, well-typed keys) can then be deserialized strictly and
 //! validated, adding the remaining problems to the same list.
 //!
+//! [`strip`] is the lenient form for formats serde checks itself: it only
+//! reports and removes unknown keys, leaving values of the wrong kind for
+//! serde. [`unknown_field`] is the did-you-mean message on its own.
+//!
 //! ```
 //! use daemon::config_check::{Field, Shape, check, typed};
 //! static SHAPE: Shape = Shape::Map(&[
@@ -32,6 +36,8 @@ pub struct Problem {
     pub path: String,
     /// What is wrong (and, where it can, how to fix it).
     pub message: String,
+    /// Its line in the file, when known.
+    pub line: Option<usize>,
 }
 
 impl Problem {
@@ -40,16 +46,23 @@ impl Problem {
         Self {
             path: path.into(),
             message: message.into(),
+            line: None,
         }
+    }
+
+    /// The same problem, at `line` of the file.
+    pub fn at_line(self, line: Option<usize>) -> Self {
+        Self { line, ..self }
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
+        match (self.path.is_empty(), self.line) {
+            (true, None) => write!(f, "{}", self.message),
+            (true, Some(line)) => write!(f, "line {line}: {}", self.message),
+            (false, None) => write!(f, "{}: {}", self.path, self.message),
+            (false, Some(line)) => write!(f, "{} (line {line}): {}", self.path, self.message),
         }
     }
 }
@@ -57,31 +70,33 @@ impl fmt::Display for Problem {
 /// Checks one value; the error says what was expected.
 pub type Checker = fn(&Value) -> Result<(), String>;
 
-/// What a YAML value must look like.
+/// What a YAML value must look like (`'static` for a format known at
+/// compile time; shorter for one built at run time).
 #[derive(Debug, Clone, Copy)]
-pub enum Shape {
-    /// A leaf, checked by the function (see [`typed`], [`duration`]).
+pub enum Shape<'a> {
+    /// A leaf, checked by the function (see [`typed`], [`duration`],
+    /// [`anything`]).
     Value(Checker),
     /// A mapping with these keys and no others.
-    Map(&'static [Field]),
+    Map(&'a [Field<'a>]),
     /// A list whose items all have one shape.
-    List(&'static Shape),
+    List(&'a Shape<'a>),
 }
 
 /// A key of a mapping.
 #[derive(Debug, Clone, Copy)]
-pub struct Field {
+pub struct Field<'a> {
     /// The key.
-    pub name: &'static str,
+    pub name: &'a str,
     /// Its value's shape.
-    pub shape: Shape,
+    pub shape: Shape<'a>,
     /// Whether the key must be present.
     pub required: bool,
 }
 
-impl Field {
+impl<'a> Field<'a> {
     /// A key that may be left out.
-    pub const fn optional(name: &'static str, shape: Shape) -> Self {
+    pub const fn optional(name: &'a str, shape: Shape<'a>) -> Self {
         Self {
             name,
             shape,
@@ -90,7 +105,7 @@ impl Field {
     }
 
     /// A key that must be present.
-    pub const fn required(name: &'static str, shape: Shape) -> Self {
+    pub const fn required(name: &'a str, shape: Shape<'a>) -> Self {
         Self {
             name,
             shape,
@@ -110,6 +125,11 @@ pub fn typed<T: DeserializeOwned>(v: &Value) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// A leaf whose inside is not checked here (serde checks it later).
+pub fn anything(_: &Value) -> Result<(), String> {
+    Ok(())
+}
+
 /// A leaf that is a duration written as text (`500ms`, `30s`).
 pub fn duration(v: &Value) -> Result<(), String> {
     match v {
@@ -124,12 +144,47 @@ pub fn duration(v: &Value) -> Result<(), String> {
 /// have problems (so the rest deserializes strictly) and every problem.
 pub fn check(value: &Value, shape: &Shape) -> (Value, Vec<Problem>) {
     let mut problems = Vec::new();
-    let kept = walk(value, shape, "", &mut problems).unwrap_or(Value::Null);
+    let kept = walk(value, shape, "", Kinds::Report, &mut problems).unwrap_or(Value::Null);
     (kept, problems)
 }
 
+/// Reports and removes every key of `value` that `shape` does not know.
+/// Leaves are not checked, and values of the wrong kind (a scalar where a
+/// mapping is expected) are kept for serde to report; nor are missing keys
+/// reported here.
+pub fn strip(shape: &Shape, value: &mut Value) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Some(kept) = walk(value, shape, "", Kinds::LeaveToSerde, &mut problems) {
+        *value = kept;
+    }
+    problems
+}
+
+/// What the walk does with a value of the wrong kind.
+#[derive(Clone, Copy, PartialEq)]
+enum Kinds {
+    /// Report it and drop it ([`check`]).
+    Report,
+    /// Keep it as it is, for serde ([`strip`]).
+    LeaveToSerde,
+}
+
 /// `None` when the whole value must go.
-fn walk(value: &Value, shape: &Shape, path: &str, out: &mut Vec<Problem>) -> Option<Value> {
+fn walk(
+    value: &Value,
+    shape: &Shape,
+    path: &str,
+    kinds: Kinds,
+    out: &mut Vec<Problem>,
+) -> Option<Value> {
+    if kinds == Kinds::LeaveToSerde {
+        match (shape, value) {
+            (Shape::Value(_), _)
+            | (Shape::List(_), Value::Sequence(_))
+            | (Shape::Map(_), Value::Mapping(_)) => {}
+            _ => return Some(value.clone()),
+        }
+    }
     match shape {
         Shape::Value(checker) => match checker(value) {
             Ok(()) => Some(value.clone()),
@@ -145,7 +200,7 @@ fn walk(value: &Value, shape: &Shape, path: &str, out: &mut Vec<Problem>) -> Opt
                     .iter()
                     .enumerate()
                     .map(|(i, v)| {
-                        walk(v, item, &format!("{path}[{i}]"), out).unwrap_or(Value::Null)
+                        walk(v, item, &format!("{path}[{i}]"), kinds, out).unwrap_or(Value::Null)
                     })
                     .collect(),
             )),
@@ -172,14 +227,20 @@ fn walk(value: &Value, shape: &Shape, path: &str, out: &mut Vec<Problem>) -> Opt
                 let at = join(path, key);
                 match fields.iter().find(|f| f.name == key) {
                     Some(field) => {
-                        if let Some(v) = walk(v, &field.shape, &at, out) {
+                        if let Some(v) = walk(v, &field.shape, &at, kinds, out) {
                             kept.insert(k.clone(), v);
                         }
                     }
-                    None => out.push(Problem::new(at, unknown(key, fields))),
+                    None => {
+                        let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
+                        out.push(Problem::new(at, unknown_field(key, &names)));
+                    }
                 }
             }
-            for field in fields.iter().filter(|f| f.required) {
+            for field in fields
+                .iter()
+                .filter(|f| f.required && kinds == Kinds::Report)
+            {
                 if !map.contains_key(field.name) {
                     out.push(Problem::new(path, format!("missing field {}", field.name)));
                 }
@@ -197,18 +258,17 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn unknown(key: &str, fields: &[Field]) -> String {
-    let best = fields
+/// The message for an unknown `key` where `known` are the keys allowed:
+/// the one probably meant, or else all of them.
+pub fn unknown_field(key: &str, known: &[&str]) -> String {
+    let best = known
         .iter()
-        .map(|f| (edit_distance(key, f.name), f.name))
+        .map(|name| (edit_distance(key, name), *name))
         .filter(|(d, name)| *d <= 3 && *d * 2 <= name.len().max(key.len()))
         .min();
     match best {
         Some((_, name)) => format!("unknown field, did you mean {name}?"),
-        None => {
-            let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
-            format!("unknown field; known fields are {}", names.join(", "))
-        }
+        None => format!("unknown field; known fields are {}", known.join(", ")),
     }
 }
 
@@ -299,6 +359,68 @@ mod tests {
         assert_eq!(found[1], "ingress: expected a list");
         let (_, found) = problems("- 1\n");
         assert_eq!(found, ["expected a mapping of keys to values"]);
+    }
+
+    static LENIENT: Shape = Shape::Map(&[
+        Field::required("version", Shape::Value(anything)),
+        Field::optional("ingress", Shape::List(&ITEM)),
+        Field::optional(
+            "limits",
+            Shape::Map(&[Field::optional("max_failed_hosts", Shape::Value(anything))]),
+        ),
+    ]);
+
+    #[test]
+    fn strip_removes_every_unknown_key_and_leaves_the_rest_to_serde() {
+        let mut v: Value = serde_yaml::from_str(
+            "verison: 1\ningress:\n  - service: a\n    servce: 2m\n  - {}\nlimits:\n  max_faild_hosts: 1\nzzz: 0\n",
+        )
+        .unwrap();
+        let found: Vec<String> = strip(&LENIENT, &mut v)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "verison: unknown field, did you mean version?",
+                "ingress[0].servce: unknown field, did you mean service?",
+                "limits.max_faild_hosts: unknown field, did you mean max_failed_hosts?",
+                "zzz: unknown field; known fields are version, ingress, limits",
+            ]
+        );
+        let clean: Value =
+            serde_yaml::from_str("ingress:\n  - service: a\n  - {}\nlimits: {}\n").unwrap();
+        assert_eq!(v, clean);
+        // Wrong kinds and missing keys are serde's to report.
+        let mut v: Value = serde_yaml::from_str("ingress: 3\nlimits: [1]\n").unwrap();
+        let before = v.clone();
+        assert_eq!(strip(&LENIENT, &mut v), vec![]);
+        assert_eq!(v, before);
+    }
+
+    #[test]
+    fn a_problem_can_name_its_line() {
+        let p = Problem::new("port", "too high").at_line(Some(3));
+        assert_eq!(p.to_string(), "port (line 3): too high");
+        let p = Problem::new("", "not YAML").at_line(Some(1));
+        assert_eq!(p.to_string(), "line 1: not YAML");
+    }
+
+    #[test]
+    fn typos_are_near_and_others_are_not() {
+        let known = ["component", "version", "cohorts", "gates"];
+        for (key, meant) in [
+            ("Version", "version"),
+            ("cohrots", "cohorts"),
+            ("gate", "gates"),
+        ] {
+            assert_eq!(
+                unknown_field(key, &known),
+                format!("unknown field, did you mean {meant}?")
+            );
+        }
+        assert!(unknown_field("owner", &known).contains("known fields are"));
     }
 
     #[test]

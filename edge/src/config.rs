@@ -492,12 +492,12 @@ mod tests {
         let err = a.resolve().unwrap_err().to_string();
         for want in [
             "6 problems",
-            "`public_htp` (line 1): unknown key; did you mean `public_http`?",
-            "`response_timeout` (line 3): ",
-            "`locaton` (line 4): unknown key; did you mean `location`?",
-            "`tunnels_file`: is required: pass --tunnels-file",
-            "`tls_cert`: is required",
-            "`max_connections`: must be at least 1",
+            "public_htp (line 1): unknown field, did you mean public_http?",
+            "response_timeout (line 3): ",
+            "locaton (line 4): unknown field, did you mean location?",
+            "tunnels_file: is required: pass --tunnels-file",
+            "tls_cert: is required",
+            "max_connections: must be at least 1",
         ] {
             assert!(err.contains(want), "{want:?} not in:\n{err}");
         }

@@ -2,97 +2,51 @@
 //!
 //! serde stops at the first error, so a misspelt key would hide every other
 //! mistake in the file. Here each top-level key is checked on its own:
-//! unknown keys are named with a did-you-mean hint, and each known key is
+//! unknown keys are named with a did-you-mean hint (by the shared
+//! [`daemon::config_check`] walk), and each known key is
 //! deserialized alone (every field of the target is optional), so each bad
 //! value is named with its key and line. The known keys come from the
 //! struct's own `Deserialize` derive, so a new field needs no list kept
 //! beside it.
 
-use std::fmt;
-
+use daemon::config_check::{Field, Shape, anything, check};
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, Visitor};
 use serde_yaml::{Mapping, Value};
 
-/// One problem, named by its setting so the operator can fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The setting's key (as in the config file).
-    pub key: String,
-    /// Its line in the config file, when it comes from there.
-    pub line: Option<usize>,
-    /// What is wrong and, where known, how to fix it.
-    pub reason: String,
-}
-
-impl Problem {
-    /// A problem with a setting that has no line (from a flag or a default).
-    pub fn new(key: &str, reason: impl Into<String>) -> Self {
-        Self {
-            key: key.to_string(),
-            line: None,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "`{}` (line {line}): {}", self.key, self.reason),
-            None => write!(f, "`{}`: {}", self.key, self.reason),
-        }
-    }
-}
+pub use daemon::config_check::Problem;
 
 /// Parses `text` into `T`, keeping every key that is valid and returning a
-/// problem for each that is not. `Err` only when the text is not YAML.
+/// problem for each that is not, in file order. `Err` only when the text is
+/// not YAML.
 pub fn parse_all<T: DeserializeOwned + Default>(
     text: &str,
 ) -> Result<(T, Vec<Problem>), serde_yaml::Error> {
     let value: Value = serde_yaml::from_str(text)?;
-    let mut problems = Vec::new();
-    let entries = match value {
-        Value::Null => Mapping::new(),
-        Value::Mapping(m) => m,
-        _ => {
-            problems.push(Problem::new(
-                "(file)",
-                "must be a mapping of `key: value` lines",
-            ));
-            return Ok((T::default(), problems));
-        }
-    };
-    let known = field_names::<T>();
+    // Unknown keys (and a file that is not a mapping) by the shared walk;
+    // each known key's value by `T` itself, below.
+    let fields: Vec<Field> = field_names::<T>()
+        .iter()
+        .map(|name| Field::optional(name, Shape::Value(anything)))
+        .collect();
+    let (known, mut problems) = check(&value, &Shape::Map(&fields));
     let mut good = Mapping::new();
-    for (key, value) in entries {
-        let Some(name) = key.as_str() else {
-            problems.push(Problem::new(&format!("{key:?}"), "keys must be plain text"));
-            continue;
-        };
-        let line = line_of(text, name);
-        let mut problem = |reason: String| {
-            problems.push(Problem {
-                key: name.to_string(),
-                line,
-                reason,
-            })
-        };
-        if !known.contains(&name) {
-            problem(match did_you_mean(name, known) {
-                Some(near) => format!("unknown key; did you mean `{near}`?"),
-                None => format!("unknown key; known keys are {}", known.join(", ")),
-            });
-            continue;
-        }
+    for (key, value) in known.as_mapping().into_iter().flatten() {
         let alone = Mapping::from_iter([(key.clone(), value.clone())]);
         match serde_yaml::from_value::<T>(Value::Mapping(alone)) {
             Ok(_) => {
-                good.insert(key, value);
+                good.insert(key.clone(), value.clone());
             }
-            Err(e) => problem(e.to_string()),
+            Err(e) => problems.push(Problem::new(
+                key.as_str().unwrap_or_default(),
+                e.to_string(),
+            )),
         }
     }
+    for p in problems.iter_mut().filter(|p| !p.path.is_empty()) {
+        p.line = line_of(text, &p.path);
+    }
+    problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     // Each key deserialized alone, so together they do too; if not, say so
     // rather than fail silently.
     let parsed = serde_yaml::from_value(Value::Mapping(good)).unwrap_or_else(|e| {
@@ -110,34 +64,6 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
                 .is_some_and(|rest| rest.trim_start().starts_with(':'))
         })
         .map(|i| i + 1)
-}
-
-/// The known key closest to `key`, if it is close enough to be a typo.
-fn did_you_mean<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
-    known
-        .iter()
-        .map(|k| (edit_distance(key, k), *k))
-        .filter(|(d, k)| *d <= 2 || *d * 4 <= k.len())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-/// Levenshtein distance, by characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
 
 /// The field names a `#[derive(Deserialize)]` struct asks for, captured from
@@ -193,15 +119,15 @@ mod tests {
         assert_eq!(demo.name.as_deref(), Some("ok"));
         let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert_eq!(problems.len(), 3, "{shown:#?}");
-        assert!(shown[0].starts_with("`lisen` (line 1): unknown key; did you mean `listen`?"));
+        assert!(shown[0].starts_with("lisen (line 1): unknown field, did you mean listen?"));
         assert!(
-            shown[1].starts_with("`max_connections` (line 3): "),
+            shown[1].starts_with("max_connections (line 3): "),
             "{}",
             shown[1]
         );
         assert!(shown[1].contains("lots"), "{}", shown[1]);
         assert!(
-            shown[2].contains("did you mean `max_connections`?"),
+            shown[2].contains("did you mean max_connections?"),
             "{}",
             shown[2]
         );
@@ -211,24 +137,11 @@ mod tests {
     fn far_off_keys_list_the_known_ones_and_empty_files_are_fine() {
         let (_, problems) = parse_all::<Demo>("colour: red\n").unwrap();
         assert_eq!(
-            problems[0].reason,
-            "unknown key; known keys are listen, max_connections, name"
+            problems[0].message,
+            "unknown field; known fields are listen, max_connections, name"
         );
         assert_eq!(parse_all::<Demo>("").unwrap(), (Demo::default(), vec![]));
         assert_eq!(parse_all::<Demo>("- a\n").unwrap().1.len(), 1);
         assert!(parse_all::<Demo>("a: [").is_err());
-    }
-
-    #[test]
-    fn edit_distance_table() {
-        for (a, b, d) in [
-            ("", "", 0),
-            ("abc", "abc", 0),
-            ("abc", "abd", 1),
-            ("ab", "abc", 1),
-            ("kitten", "sitting", 3),
-        ] {
-            assert_eq!(edit_distance(a, b), d, "{a} {b}");
-        }
     }
 }

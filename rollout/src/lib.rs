@@ -15,7 +15,6 @@ pub mod prometheus;
 pub mod salt;
 pub mod serve;
 pub mod tls;
-pub mod unknown_keys;
 
 pub mod gate;
 pub mod inventory;

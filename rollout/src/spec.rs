@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::unknown_keys::Shape;
+use daemon::config_check::{Field, Shape, anything};
 
 /// Default bake time of a cohort.
 pub const DEFAULT_BAKE: Duration = Duration::from_secs(5 * 60);
@@ -170,50 +170,62 @@ pub struct TimeoutsFile {
     pub resume: Option<String>,
 }
 
+/// A value serde checks by itself.
+const LEAF: Shape = Shape::Value(anything);
+
 /// The keys of a spec file, for reporting unknown ones all at once (the
 /// structs above still deny them; the tests keep both in step).
-const SPEC_SHAPE: Shape = Shape::Map(&[
-    ("component", Shape::Leaf),
-    ("version", Shape::Leaf),
-    (
+static SPEC_SHAPE: Shape = Shape::Map(&[
+    Field::optional("component", LEAF),
+    Field::optional("version", LEAF),
+    Field::optional(
         "artifact",
-        Shape::Map(&[("url", Shape::Leaf), ("sha256", Shape::Leaf)]),
+        Shape::Map(&[
+            Field::optional("url", LEAF),
+            Field::optional("sha256", LEAF),
+        ]),
     ),
-    (
+    Field::optional(
         "cohorts",
         Shape::List(&Shape::Map(&[
-            ("name", Shape::Leaf),
-            ("target", Shape::Leaf),
-            ("batch", Shape::Leaf),
-            ("bake", Shape::Leaf),
+            Field::optional("name", LEAF),
+            Field::optional("target", LEAF),
+            Field::optional("batch", LEAF),
+            Field::optional("bake", LEAF),
         ])),
     ),
-    (
+    Field::optional(
         "gates",
         Shape::List(&Shape::Map(&[
-            ("name", Shape::Leaf),
-            ("query", Shape::Leaf),
-            ("condition", Shape::Leaf),
-            (
+            Field::optional("name", LEAF),
+            Field::optional("query", LEAF),
+            Field::optional("condition", LEAF),
+            Field::optional(
                 "grafana",
-                Shape::Map(&[("dashboard", Shape::Leaf), ("panel", Shape::Leaf)]),
+                Shape::Map(&[
+                    Field::optional("dashboard", LEAF),
+                    Field::optional("panel", LEAF),
+                ]),
             ),
-            ("interval", Shape::Leaf),
-            ("count", Shape::Leaf),
-            ("duration", Shape::Leaf),
-            ("failure_limit", Shape::Leaf),
-            ("consecutive_error_limit", Shape::Leaf),
-            ("no_data", Shape::Leaf),
+            Field::optional("interval", LEAF),
+            Field::optional("count", LEAF),
+            Field::optional("duration", LEAF),
+            Field::optional("failure_limit", LEAF),
+            Field::optional("consecutive_error_limit", LEAF),
+            Field::optional("no_data", LEAF),
         ])),
     ),
-    ("rollback", Shape::Map(&[("alerts", Shape::Leaf)])),
-    ("limits", Shape::Map(&[("max_failed_hosts", Shape::Leaf)])),
-    (
+    Field::optional("rollback", Shape::Map(&[Field::optional("alerts", LEAF)])),
+    Field::optional(
+        "limits",
+        Shape::Map(&[Field::optional("max_failed_hosts", LEAF)]),
+    ),
+    Field::optional(
         "timeouts",
         Shape::Map(&[
-            ("salt_job", Shape::Leaf),
-            ("version_confirm", Shape::Leaf),
-            ("resume", Shape::Leaf),
+            Field::optional("salt_job", LEAF),
+            Field::optional("version_confirm", LEAF),
+            Field::optional("resume", LEAF),
         ]),
     ),
 ]);
@@ -226,15 +238,9 @@ fn shape_problem(e: &serde_yaml::Error) -> Problem {
         Some((path, message))
             if !path.contains(' ') && path.chars().next().is_some_and(char::is_alphabetic) =>
         {
-            Problem {
-                path: path.to_string(),
-                message: message.to_string(),
-            }
+            Problem::new(path, message)
         }
-        _ => Problem {
-            path: "(spec)".to_string(),
-            message: text,
-        },
+        _ => Problem::new("(spec)", text),
     }
 }
 
@@ -242,20 +248,9 @@ fn shape_problem(e: &serde_yaml::Error) -> Problem {
 // Errors
 // ---------------------------------------------------------------------------
 
-/// One problem of a spec: the path of the field and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Path of the field, like `cohorts[1].batch`.
-    pub path: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
+/// One problem of a spec: the path of the field (like `cohorts[1].batch`)
+/// and what is wrong.
+pub use daemon::config_check::Problem;
 
 /// Why a spec was refused.
 #[derive(Debug, thiserror::Error)]
@@ -775,13 +770,7 @@ impl Spec {
     pub fn from_yaml(text: &str) -> Result<Spec, SpecError> {
         let mut value: serde_yaml::Value =
             serde_yaml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
-        let unknown: Vec<Problem> = crate::unknown_keys::strip(&SPEC_SHAPE, &mut value)
-            .into_iter()
-            .map(|u| Problem {
-                path: u.path,
-                message: u.message,
-            })
-            .collect();
+        let unknown = daemon::config_check::strip(&SPEC_SHAPE, &mut value);
         if unknown.is_empty() {
             let file: SpecFile =
                 serde_yaml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
@@ -829,10 +818,7 @@ struct Problems(Vec<Problem>);
 
 impl Problems {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.0.push(Problem::new(path, message));
     }
 
     fn duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
@@ -1506,7 +1492,7 @@ cohorts:
                     assert_eq!(p.len(), 1, "{p:?}");
                     assert_eq!(p[0].path, path);
                     assert!(
-                        p[0].message.contains(&format!("did you mean `{meant}`")),
+                        p[0].message.contains(&format!("did you mean {meant}?")),
                         "{p:?}"
                     );
                 }
@@ -1598,7 +1584,7 @@ cohorts:
             ..serde_yaml::from_str::<SpecFile>(&base()).unwrap()
         };
         let mut value = serde_yaml::to_value(&full).unwrap();
-        assert_eq!(crate::unknown_keys::strip(&SPEC_SHAPE, &mut value), vec![]);
+        assert_eq!(daemon::config_check::strip(&SPEC_SHAPE, &mut value), vec![]);
     }
 
     #[test]

@@ -360,9 +360,9 @@ async fn edge_run_names_every_problem_of_its_config_file_and_binds_nothing() {
     let out = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(78), "{out}");
     for want in [
-        "`tunel_listen` (line 3): unknown key; did you mean `tunnel_listen`?",
-        "`max_connections` (line 4): ",
-        "`grace_perod` (line 5): unknown key; did you mean `grace_period`?",
+        "tunel_listen (line 3): unknown field, did you mean tunnel_listen?",
+        "max_connections (line 4): ",
+        "grace_perod (line 5): unknown field, did you mean grace_period?",
     ] {
         assert!(out.contains(want), "{want:?} not in:\n{out}");
     }

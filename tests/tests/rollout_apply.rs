@@ -422,7 +422,12 @@ on_both_stores! {
         if job["Arguments"][0] != "edge" {
             continue;
         }
-        for host in job["Target"].as_str().unwrap_or_default().split(',') {
+        // The controller sends list targets as JSON arrays, never as a
+        // comma-joined string a minion id could smuggle a name into.
+        let hosts = job["Target"].as_array();
+        assert!(hosts.is_some(), "a list target, not {}", job["Target"]);
+        for host in hosts.into_iter().flatten() {
+            let host = host.as_str().unwrap_or_default();
             *applied.entry(host.to_string()).or_default() += 1;
         }
     }

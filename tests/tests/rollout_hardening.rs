@@ -343,8 +343,8 @@ fn validate_names_every_problem_of_a_spec_at_once() {
     );
     assert_eq!(code, Some(65), "{log}");
     for (path, hint) in [
-        ("cohorts[0].bak", "did you mean `bake`?"),
-        ("gates[0].intervall", "did you mean `interval`?"),
+        ("cohorts[0].bak", "did you mean bake?"),
+        ("gates[0].intervall", "did you mean interval?"),
         ("cohorts[0].batch", ""),
         ("gates[0].condition", ""),
     ] {
