@@ -175,13 +175,7 @@ impl TunnelListener {
                 return;
             }
             Err(_) => {
-                self.metrics.timed_out("registration");
-                self.reject_quietly(
-                    &conn,
-                    remote,
-                    RejectReason::Malformed,
-                    "no registration in time",
-                );
+                self.registration_timed_out(&conn, remote, "no registration in time");
                 return;
             }
         };
@@ -214,13 +208,7 @@ impl TunnelListener {
                 return;
             }
             Err(_) => {
-                self.metrics.timed_out("registration");
-                self.reject_quietly(
-                    &conn,
-                    remote,
-                    RejectReason::Malformed,
-                    "did not read the answer in time",
-                );
+                self.registration_timed_out(&conn, remote, "did not read the answer in time");
                 return;
             }
         }
@@ -336,6 +324,13 @@ impl TunnelListener {
             let _ = tokio::time::timeout(REJECT_LINGER, conn.closed()).await;
         }
         conn.close(quinn::VarInt::from_u32(1), reason.as_str().as_bytes());
+    }
+
+    /// A connection that ran out of `--registration-timeout`: counted as a
+    /// timeout and refused like any malformed registration.
+    fn registration_timed_out(&self, conn: &quinn::Connection, remote: SocketAddr, why: &str) {
+        self.metrics.timed_out("registration");
+        self.reject_quietly(conn, remote, RejectReason::Malformed, why);
     }
 
     fn reject_quietly(
