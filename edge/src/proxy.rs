@@ -20,15 +20,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tunnel::codec::Frame;
-use tunnel::io::{BodyPart, BodyReader, IoError, read_response_head, write_data, write_frame};
-use tunnel::message::{HeaderList, RequestHead, ResponseHead, StreamErrorKind};
+use tunnel::io::{BodyPart, BodyReader, IoError, read_response_head, write_data};
+use tunnel::message::{HeaderList, ResponseHead, StreamErrorKind};
 
 use crate::forwarding::connection_named;
 use crate::limits::{Counter, LimitError, RequestLimits, Slot};
 use crate::metrics::Metrics;
 use crate::registry::{ConnRegistry, InFlight};
-use crate::request_head::{RequestError, head_from_parts};
+use crate::request_head::{ForwardHead, RequestError, forward_head};
 use crate::request_metrics::RequestRecord;
 use crate::tunnels::SharedTable;
 use daemon::release::FaultInjection;
@@ -126,12 +125,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// The instance's random prefix and a counter, in 24 hex digits
+    /// (formatted by hand: `format!` with padding cost more than the rest
+    /// of the id's life).
     fn request_id(&self) -> String {
-        format!(
-            "{:016x}{:08x}",
-            self.id_prefix,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        )
+        request_id_text(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Serves one request; never fails (errors become responses).
@@ -175,7 +173,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Checked (and sized against a tunnel frame) before anything else,
         // so a bad request never reaches a connector.
-        let head = head_from_parts(
+        let ForwardHead { head, frame } = forward_head(
             req.method(),
             req.uri(),
             req.headers(),
@@ -188,20 +186,27 @@ impl Proxy {
             .current()
             .route(&head.authority)
             .ok_or(ProxyError::UnknownHost)?;
-        *tunnel_label = tunnel.id.to_string();
+        tunnel_label.clone_from(&tunnel.label);
         if self.faults.http_500_ratio > 0.0 && chance(self.faults.http_500_ratio) {
             self.metrics.faults_injected.inc();
             return Err(ProxyError::Injected);
         }
 
         let (guard, mut send, mut recv) = self.open_stream(&tunnel.id).await?;
-        self.write_head(&mut send, &mut recv, head).await?;
-        let upload = tokio::spawn(pump_request(
-            req.into_body(),
-            send,
-            self.limits.body_idle_timeout,
-            self.metrics.clone(),
-        ));
+        self.write_head(&mut send, &mut recv, frame).await?;
+        // A request without a body (most of them) finishes its stream with
+        // the head, in the same packet; only a body needs its own task.
+        let upload = if head.has_body {
+            Some(tokio::spawn(pump_request(
+                req.into_body(),
+                send,
+                self.limits.body_idle_timeout,
+                self.metrics.clone(),
+            )))
+        } else {
+            let _ = send.finish();
+            None
+        };
 
         let head = self.response_head(&mut recv, upload).await?;
         let (status, headers) = match head {
@@ -276,12 +281,10 @@ impl Proxy {
         &self,
         send: &mut quinn::SendStream,
         recv: &mut quinn::RecvStream,
-        head: RequestHead,
+        frame: Bytes,
     ) -> Result<(), ProxyError> {
-        let frame = Frame::RequestHead(head);
-        match tokio::time::timeout(self.limits.stream_open_timeout, write_frame(send, &frame)).await
-        {
-            Ok(written) => Ok(written?),
+        match tokio::time::timeout(self.limits.stream_open_timeout, send.write_chunk(frame)).await {
+            Ok(written) => Ok(written.map_err(IoError::from)?),
             Err(_) => {
                 self.metrics.timed_out("stream_open");
                 let _ = send.reset(quinn::VarInt::from_u32(STOP_TIMEOUT));
@@ -300,15 +303,17 @@ impl Proxy {
     async fn response_head(
         &self,
         recv: &mut quinn::RecvStream,
-        upload: JoinHandle<Result<(), LimitError>>,
+        upload: Option<JoinHandle<Result<(), LimitError>>>,
     ) -> Result<ResponseHead, ProxyError> {
         let read = read_response_head(recv);
         tokio::pin!(read);
-        tokio::select! {
-            head = &mut read => return Ok(head?),
-            sent = upload => {
-                if let Ok(Err(e)) = sent {
-                    return Err(e.into());
+        if let Some(upload) = upload {
+            tokio::select! {
+                head = &mut read => return Ok(head?),
+                sent = upload => {
+                    if let Ok(Err(e)) = sent {
+                        return Err(e.into());
+                    }
                 }
             }
         }
@@ -467,6 +472,23 @@ fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
     resp
 }
 
+/// `format!("{prefix:016x}{n:08x}")`, without the formatting machinery.
+fn request_id_text(prefix: u64, n: u64) -> String {
+    let mut id = String::with_capacity(32);
+    push_hex(&mut id, prefix, 16);
+    push_hex(&mut id, n, 8);
+    id
+}
+
+/// Appends `v` in hex, zero-padded to at least `min_digits`.
+fn push_hex(out: &mut String, v: u64, min_digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = min_digits.max((64 - v.leading_zeros()).div_ceil(4));
+    for i in (0..digits).rev() {
+        out.push(HEX[((v >> (i * 4)) & 0xf) as usize] as char);
+    }
+}
+
 /// True with probability `p`.
 fn chance(p: f64) -> bool {
     use ring::rand::{SecureRandom, SystemRandom};
@@ -567,6 +589,19 @@ mod tests {
         let map = to_header_map(list);
         assert_eq!(map.len(), 1, "{map:?}");
         assert_eq!(map["content-type"], "text/plain");
+    }
+
+    #[test]
+    fn request_ids_are_the_prefix_and_the_counter_in_fixed_width_hex() {
+        for (prefix, n) in [
+            (0u64, 0u64),
+            (0x00ab_cdef_0123_4567, 0x2a),
+            (u64::MAX, u64::from(u32::MAX)),
+            (1, 1 << 32),
+            (7, u64::MAX),
+        ] {
+            assert_eq!(request_id_text(prefix, n), format!("{prefix:016x}{n:08x}"));
+        }
     }
 
     #[test]

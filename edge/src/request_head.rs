@@ -7,10 +7,10 @@
 
 use std::net::{Ipv6Addr, SocketAddr};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode, Uri};
-use tunnel::codec::{self, Frame, FrameError};
+use tunnel::codec::{self, FrameError};
 use tunnel::message::{RequestHead, StreamKind};
 
 use crate::forwarding::forward_headers;
@@ -79,6 +79,28 @@ pub fn head_from_parts(
     client: SocketAddr,
     request_id: &str,
 ) -> Result<RequestHead, RequestError> {
+    forward_head(method, uri, headers, has_body, client, request_id).map(|f| f.head)
+}
+
+/// A request head ready to cross the tunnel: the head (to route by) and its
+/// frame, encoded once, when it was checked to fit.
+#[derive(Debug)]
+pub struct ForwardHead {
+    /// The head.
+    pub head: RequestHead,
+    /// Its encoded frame, written to the stream as it is.
+    pub frame: Bytes,
+}
+
+/// As [`head_from_parts`], keeping the encoded frame.
+pub fn forward_head(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    has_body: bool,
+    client: SocketAddr,
+    request_id: &str,
+) -> Result<ForwardHead, RequestError> {
     if method == Method::CONNECT {
         return Err(RequestError::Connect);
     }
@@ -88,22 +110,23 @@ pub fn head_from_parts(
     let authority = authority(uri, headers)?;
     // `PathAndQuery`'s Display puts back the `/` an absolute-form target
     // may lack (`http://host?q` is `/?q`); `as_str` would send `?q`.
-    let path = uri
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| "/".into());
+    let path = match uri.path_and_query() {
+        Some(p) if p.as_str().starts_with('/') || p.as_str() == "*" => p.as_str().to_owned(),
+        Some(p) => p.to_string(),
+        None => "/".into(),
+    };
     let head = RequestHead {
         kind: StreamKind::Http,
-        method: method.to_string(),
+        method: method.as_str().to_owned(),
         headers: forward_headers(headers, &authority, client, request_id),
         authority,
         path,
         has_body,
         client_addr: client.to_string(),
-        request_id: request_id.to_string(),
+        request_id: request_id.to_owned(),
     };
-    check_fits(&head)?;
-    Ok(head)
+    let frame = encode_checked(&head)?;
+    Ok(ForwardHead { head, frame })
 }
 
 /// The host the request is for. A Host header must be single and valid even
@@ -165,11 +188,12 @@ fn valid_authority(text: &str) -> bool {
     host_ok && port_ok
 }
 
-/// Encodes the head as the tunnel would, to learn now whether it fits.
-fn check_fits(head: &RequestHead) -> Result<(), RequestError> {
-    let frame = Frame::RequestHead(head.clone());
-    match codec::encode(&frame, &mut BytesMut::new()) {
-        Ok(()) => Ok(()),
+/// Encodes the head as the tunnel will send it, which is also how to learn
+/// now whether it fits.
+fn encode_checked(head: &RequestHead) -> Result<Bytes, RequestError> {
+    let mut out = BytesMut::with_capacity(256);
+    match codec::encode_request_head(head, &mut out) {
+        Ok(()) => Ok(out.freeze()),
         Err(FrameError::FieldTooLong("path")) => Err(RequestError::UriTooLong),
         Err(FrameError::TooLarge(_)) if head.path.len() > header_bytes(head) => {
             Err(RequestError::UriTooLong)

@@ -51,6 +51,9 @@ pub struct Tunnel {
     pub secret_hash: SecretHash,
     /// Its hostname patterns.
     pub hostnames: Vec<HostPattern>,
+    /// Its id as text, the `tunnel` label of its metrics (formatted once,
+    /// not on every request).
+    pub label: String,
 }
 
 /// What is wrong with a tunnels file.
@@ -130,6 +133,7 @@ impl TunnelTable {
                 id,
                 secret_hash,
                 hostnames,
+                label: id.to_string(),
             });
             if table.by_id.insert(id, tunnel).is_some() {
                 return Err(err(format!("tunnel id {id} appears twice")));

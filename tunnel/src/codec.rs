@@ -187,30 +187,48 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
 
 /// Appends the encoding of `frame` to `out`. On error `out` is left as it was.
 pub fn encode(frame: &Frame, out: &mut BytesMut) -> Result<(), FrameError> {
+    encode_with(frame_type(frame), out, |out| match frame {
+        Frame::Control(msg) => message::encode_control(msg, out),
+        Frame::RequestHead(h) => message::encode_request_head(h, out),
+        Frame::ResponseHead(h) => message::encode_response_head(h, out),
+        Frame::Trailers(t) => message::encode_trailers(t, out),
+        Frame::Data(b) => {
+            out.put_slice(b);
+            Ok(())
+        }
+    })
+}
+
+/// Appends a request head frame, as [`encode`] does, without the head being
+/// moved into a [`Frame`]: the edge keeps the head to route by and sends the
+/// bytes it checked, so a request's head is encoded once.
+pub fn encode_request_head(head: &RequestHead, out: &mut BytesMut) -> Result<(), FrameError> {
+    encode_with(FrameType::RequestHead, out, |out| {
+        message::encode_request_head(head, out)
+    })
+}
+
+/// Writes the frame header, lets `payload` append the payload, then fills in
+/// its length; on error `out` is left as it was.
+fn encode_with(
+    kind: FrameType,
+    out: &mut BytesMut,
+    payload: impl FnOnce(&mut BytesMut) -> Result<(), FrameError>,
+) -> Result<(), FrameError> {
     let start = out.len();
-    let result = encode_inner(frame, out, start);
+    out.put_slice(&[PROTOCOL_VERSION, kind.code(), 0, 0, 0, 0]);
+    let result = payload(out).and_then(|()| {
+        let len = out.len() - start - HEADER_LEN;
+        if len > MAX_PAYLOAD {
+            return Err(FrameError::TooLarge(len));
+        }
+        out[start + 2..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    });
     if result.is_err() {
         out.truncate(start);
     }
     result
-}
-
-fn encode_inner(frame: &Frame, out: &mut BytesMut, start: usize) -> Result<(), FrameError> {
-    let kind = frame_type(frame);
-    out.put_slice(&[PROTOCOL_VERSION, kind.code(), 0, 0, 0, 0]);
-    match frame {
-        Frame::Control(msg) => message::encode_control(msg, out)?,
-        Frame::RequestHead(h) => message::encode_request_head(h, out)?,
-        Frame::ResponseHead(h) => message::encode_response_head(h, out)?,
-        Frame::Trailers(t) => message::encode_trailers(t, out)?,
-        Frame::Data(b) => out.put_slice(b),
-    }
-    let len = out.len() - start - HEADER_LEN;
-    if len > MAX_PAYLOAD {
-        return Err(FrameError::TooLarge(len));
-    }
-    out[start + 2..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(())
 }
 
 /// The header of a data frame carrying `len` body bytes, for writers that

@@ -5,6 +5,10 @@
 //! plus one control payload, so memory per stream stays bounded whatever the
 //! body size; backpressure comes from QUIC flow control.
 
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
 use bytes::{Bytes, BytesMut};
 use quinn::{RecvStream, SendStream};
 
@@ -68,8 +72,25 @@ pub async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<(), IoE
     Ok(())
 }
 
+/// Body pieces up to this size are copied into one buffer with their frame
+/// header; larger ones are handed to quinn as they are. A small copy is
+/// cheaper than what zero-copy costs for it: a second write, and the
+/// sender's whole read buffer (8 KiB in hyper) held until the peer
+/// acknowledges those few bytes.
+const COPY_UP_TO: usize = 8 * 1024;
+
 /// Writes body bytes as data frames of at most [`MAX_PAYLOAD`] bytes.
 pub async fn write_data(send: &mut SendStream, mut data: Bytes) -> Result<(), IoError> {
+    if data.len() <= COPY_UP_TO {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut frame = BytesMut::with_capacity(HEADER_LEN + data.len());
+        frame.extend_from_slice(&codec::data_header(data.len())?);
+        frame.extend_from_slice(&data);
+        send.write_chunk(frame.freeze()).await?;
+        return Ok(());
+    }
     while !data.is_empty() {
         let piece = data.split_to(data.len().min(MAX_PAYLOAD));
         send.write_all(&codec::data_header(piece.len())?).await?;
@@ -120,13 +141,20 @@ pub async fn read_control(recv: &mut RecvStream) -> Result<Option<ControlMessage
     }
 }
 
-/// Reads the request head that opens a request stream.
+/// Reads the request head that opens a request stream. For a head without
+/// a body, the end of the stream that came with it is read too (see
+/// [`drain_arrived`]).
 pub async fn read_request_head(recv: &mut RecvStream) -> Result<RequestHead, IoError> {
     let h = read_header(recv)
         .await?
         .ok_or(IoError::Ended("request head"))?;
     match read_payload(recv, h).await? {
-        Frame::RequestHead(head) => Ok(head),
+        Frame::RequestHead(head) => {
+            if !head.has_body {
+                drain_arrived(recv, 0);
+            }
+            Ok(head)
+        }
         _ => Err(IoError::Unexpected {
             expected: "request head",
             got: h.kind,
@@ -216,6 +244,47 @@ impl BodyReader {
 
     /// Tells the peer to stop sending (for example when the client went away).
     pub fn stop(&mut self, code: u32) {
+        self.done = true;
         let _ = self.recv.stop(quinn::VarInt::from_u32(code));
+    }
+}
+
+impl Drop for BodyReader {
+    /// hyper stops reading a body once it has its Content-Length, so the
+    /// end of the stream, which usually came in the same packet as the last
+    /// bytes, is left unread; take it now (see [`drain_arrived`]).
+    fn drop(&mut self) {
+        if !self.done {
+            drain_arrived(&mut self.recv, DRAIN_LIMIT);
+        }
+    }
+}
+
+/// The most already-arrived bytes [`drain_arrived`] throws away looking for
+/// the end of a stream.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Reads, without waiting, what has already arrived on `recv`, up to `limit`
+/// bytes (thrown away), to see the end of the stream. quinn answers a
+/// stream dropped before its end was read with STOP_SENDING, even when the
+/// peer's FIN is already here (it cannot tell that from data still missing):
+/// a packet of its own, and an immediate ACK from the peer, on every request.
+/// A stream whose end is read closes quietly. Returns whether it ended.
+pub fn drain_arrived(recv: &mut RecvStream, limit: usize) -> bool {
+    // Nothing waits on this stream any more: a no-op waker is enough.
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut seen = 0;
+    loop {
+        let read = pin!(recv.read_chunk(limit.saturating_sub(seen).max(1), true));
+        match read.poll(&mut cx) {
+            Poll::Ready(Ok(None)) => return true,
+            Poll::Ready(Ok(Some(chunk))) => {
+                seen += chunk.bytes.len();
+                if seen > limit {
+                    return false;
+                }
+            }
+            Poll::Ready(Err(_)) | Poll::Pending => return false,
+        }
     }
 }
