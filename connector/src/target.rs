@@ -183,8 +183,12 @@ impl OriginTarget {
         &self.path
     }
 
-    /// The URL of this target on a rule's origin. The HTTP client cannot
-    /// write an asterisk-form target, so `OPTIONS *` goes out as `OPTIONS /`.
+    /// The URL of this target on a rule's origin, checked to point there.
+    /// The proxy itself sends [`OriginTarget::path_and_query`] under the
+    /// rule's own scheme and authority, on a connection its client always
+    /// opens to the rule's origin, so no text of the target can reach the
+    /// host; this is the same target as one URL, for tools and tests. As
+    /// there, `OPTIONS *` becomes `OPTIONS /`.
     pub fn origin_url(&self, service: &Service) -> Result<Url, TargetError> {
         let base = match service {
             Service::Http { scheme, authority } => format!("{scheme}://{authority}/"),
