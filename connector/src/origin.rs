@@ -371,23 +371,23 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     }
 }
 
-/// Why a new origin connection failed.
+/// Why a new origin connection failed (the cause is its source).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The TCP connection (and TLS handshake) took longer than `connect_timeout`.
     #[error("connecting took longer than {0:?}")]
     Timeout(Duration),
     /// No TCP connection (refused, unreachable, no address for the name).
-    #[error("cannot connect: {0}")]
+    #[error("cannot connect")]
     Tcp(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// No connection to the unix socket.
-    #[error("cannot connect to the unix socket: {0}")]
+    #[error("cannot connect to the unix socket")]
     Unix(#[source] io::Error),
     /// The TLS handshake failed: certificate, protocol, ALPN.
-    #[error("TLS handshake failed: {0}")]
+    #[error("TLS handshake failed")]
     Tls(#[source] rustls::Error),
     /// The connection failed during the TLS handshake.
-    #[error("connection failed during the TLS handshake: {0}")]
+    #[error("connection failed during the TLS handshake")]
     Handshake(#[source] io::Error),
     /// The origin's host is not a name TLS can check.
     #[error("the origin host is not a valid TLS server name")]

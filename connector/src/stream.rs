@@ -163,7 +163,7 @@ async fn proxy(
                 return upload_ended(ctx, &mut send, &request_id, state).await;
             }
             let kind = classify(&e);
-            tracing::warn!(request_id, kind = kind.as_str(), error = %e, "origin request failed");
+            tracing::warn!(request_id, kind = kind.as_str(), error = %error_chain(&e), "origin request failed");
             return answer_error(ctx, &mut send, kind).await;
         }
         Waited::ResponseTimeout => {
@@ -328,6 +328,19 @@ async fn answer_error(
         StreamErrorKind::BadRequest => 400,
         _ => 502,
     })
+}
+
+/// An error and its sources, for the log: the client's own text only says
+/// which step failed.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Which side failed, from the client's error: timeouts, refused or
