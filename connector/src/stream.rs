@@ -186,7 +186,7 @@ async fn proxy(
     let (parts, mut body) = resp.into_parts();
     let head = ResponseHead::Response {
         status,
-        headers: header_list(&parts.headers),
+        headers: header_list(&parts.headers, |n| !tunnel::message::is_hop_by_hop(n)),
     };
     if write_frame(&mut send, &Frame::ResponseHead(head))
         .await
@@ -221,7 +221,13 @@ async fn proxy(
         let sent = match frame.into_data() {
             Ok(data) => write_data(&mut send, data).await,
             Err(frame) => match frame.into_trailers() {
-                Ok(t) => write_frame(&mut send, &Frame::Trailers(Trailers(header_list(&t)))).await,
+                Ok(t) => {
+                    write_frame(
+                        &mut send,
+                        &Frame::Trailers(Trailers(header_list(&t, |_| true))),
+                    )
+                    .await
+                }
                 Err(_) => Ok(()),
             },
         };
@@ -234,12 +240,12 @@ async fn proxy(
     Some(status)
 }
 
-/// The origin's headers for the tunnel, hop-by-hop ones left out.
-fn header_list(headers: &http::HeaderMap) -> HeaderList {
+/// The origin's headers for the tunnel; `keep` says which.
+fn header_list(headers: &http::HeaderMap, keep: impl Fn(&str) -> bool) -> HeaderList {
     let mut list = Vec::with_capacity(headers.len());
     for (n, v) in headers {
         let name = n.as_str();
-        if !tunnel::message::is_hop_by_hop(name) {
+        if keep(name) {
             list.push((name.to_owned(), v.as_bytes().to_vec()));
         }
     }
