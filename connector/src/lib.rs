@@ -39,7 +39,8 @@ use crate::supervisor::{Supervisor, Timing};
 
 /// Runs the connector until SIGTERM or SIGINT, then drains.
 pub async fn run(cfg: ConnectorConfig, release: Release) -> anyhow::Result<()> {
-    // reqwest finds the process-wide provider for https origins.
+    // The process-wide provider, for any TLS client that looks for one (the
+    // origin clients and the edge endpoint name ring themselves).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Metrics::new(&release.version);
     let trust = match &cfg.trust {

@@ -15,7 +15,7 @@ use tunnel::message::{HeaderList, RequestHead, ResponseHead, StreamErrorKind, Tr
 
 use crate::ingress::{Ingress, Service};
 use crate::metrics::Metrics;
-use crate::origin::{OriginClients, OriginOptions};
+use crate::origin::{ConnectError, OriginClient, OriginClients, OriginOptions};
 use crate::target::{OriginTarget, TargetError};
 use crate::upload::{self, Upload, UploadState, Waited};
 
@@ -88,7 +88,6 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
             proxy(
                 &ctx,
                 client,
-                &rule.service,
                 &rule.origin,
                 head,
                 &target,
@@ -128,8 +127,7 @@ fn check_head(head: &RequestHead) -> Result<OriginTarget, TargetError> {
 #[allow(clippy::too_many_arguments)]
 async fn proxy(
     ctx: &StreamContext,
-    client: &reqwest::Client,
-    service: &Service,
+    client: &OriginClient,
     origin: &OriginOptions,
     head: RequestHead,
     target: &OriginTarget,
@@ -138,7 +136,7 @@ async fn proxy(
     started: Instant,
 ) -> Option<u16> {
     let request_id = head.request_id.clone();
-    let (req, upload) = match build_request(service, origin, head, target, recv) {
+    let (req, upload) = match build_request(client, origin, head, target, recv) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(request_id, reason = e.as_str(), error = %e, "refused to build the origin request");
@@ -149,7 +147,7 @@ async fn proxy(
             return answer_error(ctx, &mut send, StreamErrorKind::BadRequest).await;
         }
     };
-    let exec = client.execute(req);
+    let exec = client.request(req);
     let waited = match upload.clone() {
         Some(u) => u.wait_response(exec, origin.response_timeout).await,
         None => upload::wait_response_no_body(exec, origin.response_timeout).await,
@@ -165,7 +163,7 @@ async fn proxy(
                 return upload_ended(ctx, &mut send, &request_id, state).await;
             }
             let kind = classify(&e);
-            tracing::warn!(request_id, kind = kind.as_str(), error = %e, "origin request failed");
+            tracing::warn!(request_id, kind = kind.as_str(), error = %error_chain(&e), "origin request failed");
             return answer_error(ctx, &mut send, kind).await;
         }
         Waited::ResponseTimeout => {
@@ -185,20 +183,17 @@ async fn proxy(
         .with_label_values(&[&ctx.tunnel])
         .observe(started.elapsed().as_secs_f64());
     let status = resp.status().as_u16();
-    let headers: HeaderList = resp
-        .headers()
-        .iter()
-        .filter(|(n, _)| !tunnel::message::is_hop_by_hop(n.as_str()))
-        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-        .collect();
-    let head = ResponseHead::Response { status, headers };
+    let (parts, mut body) = resp.into_parts();
+    let head = ResponseHead::Response {
+        status,
+        headers: header_list(&parts.headers, |n| !tunnel::message::is_hop_by_hop(n)),
+    };
     if write_frame(&mut send, &Frame::ResponseHead(head))
         .await
         .is_err()
     {
         return Some(status);
     }
-    let mut body = http::Response::<reqwest::Body>::from(resp).into_body();
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,
@@ -227,11 +222,11 @@ async fn proxy(
             Ok(data) => write_data(&mut send, data).await,
             Err(frame) => match frame.into_trailers() {
                 Ok(t) => {
-                    let list = t
-                        .iter()
-                        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-                        .collect();
-                    write_frame(&mut send, &Frame::Trailers(Trailers(list))).await
+                    write_frame(
+                        &mut send,
+                        &Frame::Trailers(Trailers(header_list(&t, |_| true))),
+                    )
+                    .await
                 }
                 Err(_) => Ok(()),
             },
@@ -245,24 +240,47 @@ async fn proxy(
     Some(status)
 }
 
+/// The origin's headers for the tunnel; `keep` says which.
+fn header_list(headers: &http::HeaderMap, keep: impl Fn(&str) -> bool) -> HeaderList {
+    let mut list = Vec::with_capacity(headers.len());
+    for (n, v) in headers {
+        let name = n.as_str();
+        if keep(name) {
+            list.push((name.to_owned(), v.as_bytes().to_vec()));
+        }
+    }
+    list
+}
+
 fn build_request(
-    service: &Service,
+    client: &OriginClient,
     origin: &OriginOptions,
     head: RequestHead,
     target: &OriginTarget,
     recv: RecvStream,
-) -> Result<(reqwest::Request, Option<Upload>), TargetError> {
+) -> Result<(http::Request<upload::RequestBody>, Option<Upload>), TargetError> {
     let method = Method::from_bytes(head.method.as_bytes()).map_err(|_| TargetError::BadMethod)?;
-    let url = target.origin_url(service)?;
-    let mut req = reqwest::Request::new(method, url);
+    let uri = client.uri(target.path_and_query()?);
+    let mut upload = None;
+    let body = if head.has_body {
+        let (body, watch) = upload::body(BodyReader::new(recv), origin.request_body_idle_timeout);
+        upload = Some(watch);
+        body
+    } else {
+        upload::no_body()
+    };
+    let mut req = http::Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
     let headers = req.headers_mut();
-    for (name, value) in &head.headers {
-        if tunnel::message::is_hop_by_hop(name) || name.eq_ignore_ascii_case("host") {
+    headers.reserve(head.headers.len() + 1);
+    for (name, value) in head.headers {
+        if tunnel::message::is_hop_by_hop(&name) || name.eq_ignore_ascii_case("host") {
             continue;
         }
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(value)),
         ) {
             headers.append(n, v);
         }
@@ -273,12 +291,6 @@ fn build_request(
         .unwrap_or(&head.authority);
     if let Ok(v) = HeaderValue::from_str(host) {
         headers.insert(http::header::HOST, v);
-    }
-    let mut upload = None;
-    if head.has_body {
-        let (body, watch) = upload::body(BodyReader::new(recv), origin.request_body_idle_timeout);
-        *req.body_mut() = Some(body);
-        upload = Some(watch);
     }
     Ok((req, upload))
 }
@@ -324,20 +336,49 @@ async fn answer_error(
     })
 }
 
-/// Which side failed, from a reqwest error: timeouts, refused or unreachable
-/// origins, TLS failures, and everything else as a protocol error.
-fn classify(e: &reqwest::Error) -> StreamErrorKind {
-    if e.is_timeout() {
-        return StreamErrorKind::OriginTimeout;
+/// An error and its sources, for the log: the client's own text only says
+/// which step failed.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
     }
+    text
+}
+
+/// Which side failed, from the client's error: timeouts, refused or
+/// unreachable origins, TLS failures, and everything else as a protocol
+/// error (the same reading as reqwest's `is_timeout` and `is_connect`).
+pub(crate) fn classify(e: &hyper_util::client::legacy::Error) -> StreamErrorKind {
+    let (mut tls, mut connect) = (false, e.is_connect());
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
-        if s.downcast_ref::<rustls::Error>().is_some() {
-            return StreamErrorKind::OriginTls;
+        if let Some(c) = s.downcast_ref::<ConnectError>() {
+            connect = true;
+            match c {
+                ConnectError::Timeout(_) => return StreamErrorKind::OriginTimeout,
+                ConnectError::Tls(_) => tls = true,
+                _ => {}
+            }
+        }
+        if s.is::<rustls::Error>() {
+            tls = true;
+        }
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+            || s.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return StreamErrorKind::OriginTimeout;
         }
         source = s.source();
     }
-    if e.is_connect() {
+    if tls {
+        StreamErrorKind::OriginTls
+    } else if connect {
         StreamErrorKind::OriginUnreachable
     } else {
         StreamErrorKind::OriginProtocol

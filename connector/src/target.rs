@@ -21,6 +21,11 @@
 //!   `@evil/`, `.evil.example/` or `0:9000/` would change the host), and the
 //!   final scheme, host and port are checked against the rule's.
 
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
 use reqwest::Url;
 
 use crate::ingress::Service;
@@ -129,14 +134,48 @@ impl OriginTarget {
             check_segment(segment)?;
         }
         // What the URL library makes of it (it percent-encodes what must be
-        // encoded); rules are matched on this, the origin gets this.
-        let mut url = Url::parse("http://origin.invalid/").expect("valid literal");
+        // encoded); rules are matched on this, the origin gets this. Text
+        // it would leave as it is skips it.
+        if path.bytes().all(kept_in_path) && query.is_none_or(|q| q.bytes().all(kept_in_query)) {
+            return Ok(Self {
+                path: path.to_string(),
+                query: query.map(str::to_string),
+            });
+        }
+        Ok(Self::through_url(path, query))
+    }
+
+    /// `path` and `query` as the URL library writes them.
+    fn through_url(path: &str, query: Option<&str>) -> Self {
+        static BASE: LazyLock<Url> =
+            LazyLock::new(|| Url::parse("http://origin.invalid/").expect("valid literal"));
+        let mut url = BASE.clone();
         url.set_path(path);
         url.set_query(query);
-        Ok(Self {
+        Self {
             path: url.path().to_string(),
             query: url.query().map(str::to_string),
-        })
+        }
+    }
+
+    /// The target of the origin request: the path and query exactly as the
+    /// rules saw them. The HTTP client cannot write an asterisk-form
+    /// target, so `OPTIONS *` goes out as `OPTIONS /`.
+    pub fn path_and_query(&self) -> Result<PathAndQuery, TargetError> {
+        if self.path == "*" {
+            return Ok(PathAndQuery::from_static("/"));
+        }
+        let text = match &self.query {
+            Some(q) => {
+                let mut t = String::with_capacity(self.path.len() + 1 + q.len());
+                t.push_str(&self.path);
+                t.push('?');
+                t.push_str(q);
+                t
+            }
+            None => self.path.clone(),
+        };
+        PathAndQuery::from_maybe_shared(Bytes::from(text)).map_err(|_| TargetError::BadCharacter)
     }
 
     /// The path rules are matched on.
@@ -144,8 +183,12 @@ impl OriginTarget {
         &self.path
     }
 
-    /// The URL of this target on a rule's origin. The HTTP client cannot
-    /// write an asterisk-form target, so `OPTIONS *` goes out as `OPTIONS /`.
+    /// The URL of this target on a rule's origin, checked to point there.
+    /// The proxy itself sends [`OriginTarget::path_and_query`] under the
+    /// rule's own scheme and authority, on a connection its client always
+    /// opens to the rule's origin, so no text of the target can reach the
+    /// host; this is the same target as one URL, for tools and tests. As
+    /// there, `OPTIONS *` becomes `OPTIONS /`.
     pub fn origin_url(&self, service: &Service) -> Result<Url, TargetError> {
         let base = match service {
             Service::Http { scheme, authority } => format!("{scheme}://{authority}/"),
@@ -170,10 +213,22 @@ impl OriginTarget {
     }
 }
 
+/// Bytes the URL library leaves as they are in an http URL's path (those
+/// of a dot-segment are refused before): unreserved, sub-delims, `:`, `@`,
+/// `/` and `%` (it does not encode an existing `%`).
+fn kept_in_path(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b)
+}
+
+/// The same for the query, where `'` is encoded and `?` is not.
+fn kept_in_query(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/?%".contains(&b)
+}
+
 /// Refuses a path segment that is, or hides, a dot-segment or a character
 /// that changes how the origin splits the path.
 fn check_segment(segment: &str) -> Result<(), TargetError> {
-    let mut text = segment.as_bytes().to_vec();
+    let mut text = Cow::Borrowed(segment.as_bytes());
     for _ in 0..=DECODE_ROUNDS {
         // `\` is a separator to the URL library and to many servers; `;`
         // starts path parameters that servlet containers strip (`..;`).
@@ -187,7 +242,7 @@ fn check_segment(segment: &str) -> Result<(), TargetError> {
             return Err(TargetError::BadCharacter);
         }
         match percent_decode(&text) {
-            Some(decoded) => text = decoded,
+            Some(decoded) => text = Cow::Owned(decoded),
             None => break,
         }
     }
@@ -196,6 +251,9 @@ fn check_segment(segment: &str) -> Result<(), TargetError> {
 
 /// One round of percent-decoding; `None` when there was nothing to decode.
 fn percent_decode(text: &[u8]) -> Option<Vec<u8>> {
+    if !text.contains(&b'%') {
+        return None;
+    }
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(text.len());
     let mut changed = false;
@@ -322,6 +380,43 @@ mod tests {
             .origin_url(&Service::Unix("/run/app.sock".into()))
             .unwrap();
         assert_eq!(unix.as_str(), "http://localhost/x?y");
+    }
+
+    #[test]
+    fn the_origin_gets_the_path_and_query_the_rules_saw() {
+        let table = [
+            ("/", "/"),
+            ("/api/x?q=1&r=/../a", "/api/x?q=1&r=/../a"),
+            ("/x?", "/x?"),
+            ("/caf\u{e9}/a b", ""),
+            ("/caf\u{e9}/\"q\"?it's", "/caf%C3%A9/%22q%22?it%27s"),
+            ("/a//b", "/a//b"),
+        ];
+        for (raw, want) in table {
+            match OriginTarget::parse("GET", raw) {
+                Ok(t) => assert_eq!(t.path_and_query().unwrap().as_str(), want, "{raw}"),
+                Err(e) => assert!(want.is_empty(), "{raw}: {e}"),
+            }
+        }
+        let star = OriginTarget::parse("OPTIONS", "*").unwrap();
+        assert_eq!(star.path_and_query().unwrap().as_str(), "/");
+    }
+
+    proptest::proptest! {
+        /// Text the URL library would leave alone skips it: the result is
+        /// the same either way.
+        #[test]
+        fn skipping_the_url_library_changes_nothing(
+            path in r#"/[a-zA-Z0-9._~!$&'()*+,;=:@/%?"<>`{}^|\[\]\u{e9}-]{0,24}"#
+        ) {
+            let (p, q) = match path.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (path.as_str(), None),
+            };
+            if let Ok(t) = OriginTarget::parse("GET", &path) {
+                proptest::prop_assert_eq!(t, OriginTarget::through_url(p, q));
+            }
+        }
     }
 
     #[test]

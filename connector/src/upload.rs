@@ -12,6 +12,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Either, Empty, StreamBody};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tunnel::io::{BodyPart, BodyReader, IoError};
@@ -103,8 +106,16 @@ impl Drop for Feed {
     }
 }
 
+/// The body of an origin request: none, or the tunnel's (see [`body`]).
+pub type RequestBody = Either<Empty<Bytes>, UnsyncBoxBody<Bytes, UploadError>>;
+
+/// The body of a request that has none.
+pub fn no_body() -> RequestBody {
+    Either::Left(Empty::new())
+}
+
 /// The body for the origin request and its watcher.
-pub fn body(reader: BodyReader, idle: Duration) -> (reqwest::Body, Upload) {
+pub fn body(reader: BodyReader, idle: Duration) -> (RequestBody, Upload) {
     let (tx, rx) = watch::channel(Progress {
         state: UploadState::Streaming { reading: false },
         since: Instant::now(),
@@ -117,7 +128,7 @@ pub fn body(reader: BodyReader, idle: Duration) -> (reqwest::Body, Upload) {
             match tokio::time::timeout(feed.idle, feed.reader.next()).await {
                 Ok(Ok(Some(BodyPart::Data(b)))) => {
                     feed.set(UploadState::Streaming { reading: false });
-                    return Some((Ok::<Bytes, UploadError>(b), Some(feed)));
+                    return Some((Ok::<_, UploadError>(Frame::data(b)), Some(feed)));
                 }
                 // HTTP/1.1 request trailers are rare; they are not forwarded.
                 Ok(Ok(Some(BodyPart::Trailers(_)))) => continue,
@@ -137,7 +148,10 @@ pub fn body(reader: BodyReader, idle: Duration) -> (reqwest::Body, Upload) {
             }
         }
     });
-    (reqwest::Body::wrap_stream(stream), Upload { rx, idle })
+    (
+        Either::Right(StreamBody::new(stream).boxed_unsync()),
+        Upload { rx, idle },
+    )
 }
 
 impl Upload {
