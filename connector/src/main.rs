@@ -18,7 +18,7 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail_config(&e.to_string()),
             };
-            let runtime = match tokio::runtime::Runtime::new() {
+            let runtime = match daemon::runtime::build() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
             };

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod logging;
 pub mod metrics;
 pub mod release;
+pub mod runtime;
 pub mod signal;
 
 /// The exit code for a configuration that cannot work (EX_CONFIG).
