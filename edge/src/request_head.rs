@@ -13,7 +13,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use tunnel::codec::{self, FrameError};
 use tunnel::message::{RequestHead, StreamKind};
 
-use crate::forwarding::forward_headers;
+use crate::forwarding::{forward_headers, socket_text};
 
 /// The longest host name (RFC 1035) in a Host header or request target.
 const MAX_HOST: usize = 253;
@@ -122,7 +122,7 @@ pub fn forward_head(
         authority,
         path,
         has_body,
-        client_addr: client.to_string(),
+        client_addr: socket_text(client),
         request_id: request_id.to_owned(),
     };
     let frame = encode_checked(&head)?;

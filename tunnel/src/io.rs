@@ -66,11 +66,17 @@ impl From<quinn::ClosedStream> for IoError {
 
 /// Encodes and writes one frame.
 pub async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<(), IoError> {
-    let mut buf = BytesMut::new();
+    // Sized for a typical head at once (growing from empty cost more than
+    // the encoding), and handed to quinn as it is, not copied again.
+    let mut buf = BytesMut::with_capacity(FRAME_BUFFER);
     codec::encode(frame, &mut buf)?;
-    send.write_all(&buf).await?;
+    send.write_chunk(buf.freeze()).await?;
     Ok(())
 }
+
+/// The first allocation for an encoded frame: a response head from a
+/// typical origin fits.
+const FRAME_BUFFER: usize = 512;
 
 /// Body pieces up to this size are copied into one buffer with their frame
 /// header; larger ones are handed to quinn as they are. A small copy is
