@@ -27,7 +27,7 @@ use crate::forwarding::connection_named;
 use crate::limits::{Counter, LimitError, RequestLimits, Slot};
 use crate::metrics::Metrics;
 use crate::registry::{ConnRegistry, InFlight};
-use crate::request_head::{ForwardHead, RequestError, forward_head};
+use crate::request_head::{ForwardHead, RequestError, head_from_parts};
 use crate::request_metrics::RequestRecord;
 use crate::tunnels::SharedTable;
 use daemon::release::FaultInjection;
@@ -173,7 +173,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Checked (and sized against a tunnel frame) before anything else,
         // so a bad request never reaches a connector.
-        let ForwardHead { head, frame } = forward_head(
+        let ForwardHead { head, frame } = head_from_parts(
             req.method(),
             req.uri(),
             req.headers(),

@@ -67,21 +67,6 @@ impl RequestError {
     }
 }
 
-/// Checks a request's head and builds the head sent through the tunnel:
-/// the authority (an absolute-form target's wins over Host), the path, and
-/// the headers as [`forward_headers`] filters them. Fails if the head would
-/// not fit in one tunnel frame, so that is known before a stream is opened.
-pub fn head_from_parts(
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    has_body: bool,
-    client: SocketAddr,
-    request_id: &str,
-) -> Result<RequestHead, RequestError> {
-    forward_head(method, uri, headers, has_body, client, request_id).map(|f| f.head)
-}
-
 /// A request head ready to cross the tunnel: the head (to route by) and its
 /// frame, encoded once, when it was checked to fit.
 #[derive(Debug)]
@@ -92,8 +77,11 @@ pub struct ForwardHead {
     pub frame: Bytes,
 }
 
-/// As [`head_from_parts`], keeping the encoded frame.
-pub fn forward_head(
+/// Checks a request's head and builds the head sent through the tunnel:
+/// the authority (an absolute-form target's wins over Host), the path, and
+/// the headers as [`forward_headers`] filters them. Fails if the head would
+/// not fit in one tunnel frame, so that is known before a stream is opened.
+pub fn head_from_parts(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -231,6 +219,7 @@ mod tests {
             "127.0.0.9:5555".parse().unwrap(),
             "rid",
         )
+        .map(|f| f.head)
     }
 
     /// Request target, headers, and the authority (or refusal) expected.

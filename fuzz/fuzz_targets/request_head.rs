@@ -15,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use tunnel::codec::{self, Frame, FrameError};
 use tunnel::message::is_hop_by_hop;
 
-use edge::request_head::head_from_parts;
+use edge::request_head::{ForwardHead, head_from_parts};
 
 /// hyper's default limit on the number of request headers.
 const MAX_HEADERS: usize = 100;
@@ -26,7 +26,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let client: SocketAddr = "203.0.113.7:50123".parse().unwrap();
     let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
-    let Ok(head) = head_from_parts(method, uri, headers, has_body, client, "fuzz-1") else {
+    let Ok(ForwardHead { head, .. }) =
+        head_from_parts(method, uri, headers, has_body, client, "fuzz-1")
+    else {
         return;
     };
     assert!(
