@@ -175,12 +175,7 @@ pub struct Fleet {
 }
 
 pub(crate) fn salt_bin(name: &str) -> PathBuf {
-    let cache = std::env::var_os("WARREN_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/warren")
-        });
-    cache.join("salt-venv/bin").join(name)
+    crate::python::cache_dir().join("salt-venv/bin").join(name)
 }
 
 /// Starts `cmd` as the leader of its own process group, so teardown can
