@@ -20,8 +20,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tunnel::io::{BodyPart, BodyReader, IoError, read_response_head, write_data};
-use tunnel::message::{HeaderList, ResponseHead, StreamErrorKind};
+use tunnel::codec::Frame as TunnelFrame;
+use tunnel::io::{BodyPart, BodyReader, IoError, read_response_head, write_data, write_frame};
+use tunnel::message::{HeaderList, ResponseHead, StreamErrorKind, Trailers};
 
 use crate::forwarding::connection_named;
 use crate::limits::{Counter, LimitError, RequestLimits, Slot};
@@ -365,10 +366,19 @@ async fn pump_request(
                 return Err(LimitError::RequestBodyIdle);
             }
         };
-        let Ok(data) = frame.into_data() else {
-            continue;
+        let written = match frame.into_data() {
+            Ok(data) => tokio::time::timeout(idle, write_data(&mut send, data)).await,
+            // Request trailers (gRPC clients send them over h2) go as the
+            // stream's trailers frame; nothing follows them.
+            Err(frame) => match frame.into_trailers() {
+                Ok(t) => {
+                    let t = TunnelFrame::Trailers(Trailers(trailer_list(&t)));
+                    tokio::time::timeout(idle, write_frame(&mut send, &t)).await
+                }
+                Err(_) => continue,
+            },
         };
-        match tokio::time::timeout(idle, write_data(&mut send, data)).await {
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "the connector stopped reading the request body");
@@ -417,6 +427,16 @@ fn response_body(
         }
     });
     StreamBody::new(stream).boxed_unsync()
+}
+
+/// A client's request trailers for the tunnel, without hop-by-hop fields
+/// (they have no meaning in a trailer section either).
+fn trailer_list(trailers: &HeaderMap) -> HeaderList {
+    trailers
+        .iter()
+        .filter(|(n, _)| !tunnel::message::is_hop_by_hop(n.as_str()))
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect()
 }
 
 /// Builds a header map, leaving out hop-by-hop headers, headers the origin
