@@ -274,7 +274,13 @@ mod tests {
             let mut h = HeaderMap::new();
             h.append("connection", HeaderValue::from_static("TE"));
             h.append("te", HeaderValue::from_static(value));
-            let out = forward_headers(&h, "app.test", "127.0.0.9:5555".parse().unwrap(), "rid");
+            let out = forward_headers(
+                &h,
+                "app.test",
+                "127.0.0.9:5555".parse().unwrap(),
+                "rid",
+                Scheme::Https,
+            );
             let want: &[&str] = if kept { &[value] } else { &[] };
             assert_eq!(get(&out, "te"), want, "te: {value}");
         }
