@@ -906,6 +906,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn http2_unix_socket_origins_get_h2c() {
+        let path = temp_path("h2.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                serve_h2(s, log.clone());
+            }
+        });
+        let h2 = options(|o| o.http2_origin = Some(true));
+        let c = OriginClient::new(&Service::Unix(path.clone()), &h2).unwrap();
+        let resp = c.request(with_trailers(&c, "app.test")).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].authority.as_deref(), Some("app.test"));
+        assert_eq!(seen[0].trailers.as_ref().unwrap()["x-checksum"], "abc");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[tokio::test]
     async fn http2_https_origins_negotiate_h2_by_alpn() {
         let certs = tunnel::dev_cert::generate(&[]).unwrap();
         let chain = CertificateDer::pem_slice_iter(certs.cert_pem.as_bytes())
