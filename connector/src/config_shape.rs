@@ -18,6 +18,7 @@ pub static ORIGIN_REQUEST: Shape = Shape::Map(&[
     Field::optional("http_host_header", Shape::Value(typed::<String>)),
     Field::optional("keep_alive_connections", Shape::Value(typed::<usize>)),
     Field::optional("keep_alive_timeout", Shape::Value(duration)),
+    Field::optional("http2_origin", Shape::Value(typed::<bool>)),
 ]);
 
 /// One ingress rule ([`crate::ingress::RuleConfig`]).

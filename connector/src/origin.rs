@@ -1,6 +1,8 @@
-//! Origin options and clients: one pooled HTTP/1.1 client per ingress rule
-//! (hyper's, with a connector that always dials the rule's origin), with
-//! connect and response timeouts and the rule's TLS settings.
+//! Origin options and clients: one pooled client per ingress rule (hyper's,
+//! with a connector that always dials the rule's origin), with connect and
+//! response timeouts and the rule's TLS settings. The client speaks HTTP/1.1,
+//! or HTTP/2 only with `http2_origin` (h2c prior knowledge for `http://` and
+//! unix sockets, ALPN `h2` for `https://`): gRPC origins need HTTP/2.
 
 use std::fmt;
 use std::future::Future;
@@ -65,6 +67,11 @@ pub struct OriginRequest {
     /// How long an idle origin connection is kept. [default: 90s]
     #[serde(default, with = "daemon::duration::serde_text_opt")]
     pub keep_alive_timeout: Option<Duration>,
+    /// Speak HTTP/2 to the origin (cloudflared's `http2Origin`): h2c with
+    /// prior knowledge for `http://` and unix sockets, TLS with ALPN `h2`
+    /// for `https://`. Needed for gRPC. [default: false, HTTP/1.1]
+    #[serde(default)]
+    pub http2_origin: Option<bool>,
 }
 
 impl OriginRequest {
@@ -84,6 +91,7 @@ impl OriginRequest {
                 .or_else(|| base.http_host_header.clone()),
             keep_alive_connections: self.keep_alive_connections.or(base.keep_alive_connections),
             keep_alive_timeout: self.keep_alive_timeout.or(base.keep_alive_timeout),
+            http2_origin: self.http2_origin.or(base.http2_origin),
         }
     }
 
@@ -100,6 +108,7 @@ impl OriginRequest {
             http_host_header: self.http_host_header.clone(),
             keep_alive_connections: self.keep_alive_connections.unwrap_or(100),
             keep_alive_timeout: self.keep_alive_timeout.unwrap_or(Duration::from_secs(90)),
+            http2_origin: self.http2_origin.unwrap_or(false),
         };
         if o.connect_timeout.is_zero() {
             return Err("connect_timeout must be more than zero".into());
@@ -140,6 +149,8 @@ pub struct OriginOptions {
     pub keep_alive_connections: usize,
     /// Idle pool timeout.
     pub keep_alive_timeout: Duration,
+    /// HTTP/2 (only) to the origin.
+    pub http2_origin: bool,
 }
 
 /// One client per rule (`None` for rules the connector answers itself).
@@ -185,6 +196,7 @@ pub struct OriginClient {
     client: Client<Dialer, RequestBody>,
     scheme: Scheme,
     authority: Authority,
+    http2: bool,
 }
 
 impl fmt::Debug for OriginClient {
@@ -192,6 +204,7 @@ impl fmt::Debug for OriginClient {
         f.debug_struct("OriginClient")
             .field("scheme", &self.scheme)
             .field("authority", &self.authority)
+            .field("http2", &self.http2)
             .finish_non_exhaustive()
     }
 }
@@ -247,16 +260,24 @@ impl OriginClient {
             target,
             connect_timeout: o.connect_timeout,
         }));
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(o.keep_alive_timeout)
-            .pool_max_idle_per_host(o.keep_alive_connections)
-            .build(dialer);
+            .pool_max_idle_per_host(o.keep_alive_connections);
+        if o.http2_origin {
+            // One connection carries many streams; the pool keeps it for
+            // the next request. No HTTP/1.1 fallback: an origin that wants
+            // h2 (gRPC) would fail on it in a less clear way.
+            builder.http2_only(true);
+        }
+        let client = builder.build(dialer);
         Ok(Self {
             client,
             scheme,
             authority,
+            http2: o.http2_origin,
         })
     }
 
@@ -267,6 +288,19 @@ impl OriginClient {
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path_and_query);
         Uri::from_parts(parts).expect("scheme, authority and path make a URI")
+    }
+
+    /// `uri` (from [`OriginClient::uri`]) with `authority` in place of the
+    /// origin's: the `:authority` of an HTTP/2 request.
+    pub fn uri_at(&self, authority: Authority, uri: Uri) -> Uri {
+        let mut parts = uri.into_parts();
+        parts.authority = Some(authority);
+        Uri::from_parts(parts).expect("a URI with another authority is a URI")
+    }
+
+    /// Whether this client speaks HTTP/2 to the origin (`http2_origin`).
+    pub fn http2(&self) -> bool {
+        self.http2
     }
 
     /// Sends a request built with [`OriginClient::uri`].
@@ -291,7 +325,9 @@ fn read_ca_pool(path: &Path) -> anyhow::Result<rustls::RootCertStore> {
 
 /// TLS to an https origin: the system's roots (through the platform
 /// verifier, as reqwest did), or only `ca_pool`'s, or no checks at all with
-/// `no_tls_verify`; HTTP/1.1 in the ALPN.
+/// `no_tls_verify`; HTTP/1.1 in the ALPN, or only `h2` with `http2_origin`
+/// (an origin that does not offer it fails the handshake: a clear error
+/// instead of HTTP/2 frames sent to an HTTP/1.1 server).
 fn tls_config(
     o: &OriginOptions,
     roots: Option<rustls::RootCertStore>,
@@ -313,7 +349,11 @@ fn tls_config(
             )?))
     };
     let mut config = builder.with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if o.http2_origin {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(config))
 }
 
@@ -740,6 +780,232 @@ mod tests {
         let e = get(&c, "/s").await.unwrap_err();
         assert_eq!(classify(&e), StreamErrorKind::OriginTls, "{e:?}");
         std::fs::remove_file(&ca).unwrap();
+    }
+
+    /// What an HTTP/2 origin saw of a request.
+    #[derive(Debug, Default)]
+    struct Seen {
+        version: Option<http::Version>,
+        authority: Option<String>,
+        host: Option<String>,
+        te: Option<String>,
+        body: Vec<u8>,
+        trailers: Option<http::HeaderMap>,
+    }
+
+    /// An HTTP/2-only origin: records each request and answers `hello`
+    /// with a `grpc-status: 0` trailer.
+    fn serve_h2<I>(io: I, seen: Arc<std::sync::Mutex<Vec<Seen>>>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let text = |n| {
+                            req.headers()
+                                .get(n)
+                                .map(|v: &http::HeaderValue| v.to_str().unwrap().to_string())
+                        };
+                        let mut s = Seen {
+                            version: Some(req.version()),
+                            authority: req.uri().authority().map(|a| a.to_string()),
+                            host: text(HOST),
+                            te: text(http::header::TE),
+                            ..Seen::default()
+                        };
+                        let collected = req.into_body().collect().await.unwrap();
+                        s.trailers = collected.trailers().cloned();
+                        s.body = collected.to_bytes().to_vec();
+                        seen.lock().unwrap().push(s);
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        let frames = [
+                            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                                bytes::Bytes::from_static(b"hello"),
+                            )),
+                            Ok(hyper::body::Frame::trailers(trailers)),
+                        ];
+                        let body =
+                            http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                    }
+                });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(io), svc)
+                .await;
+        });
+    }
+
+    /// A request with a body and trailers, as the tunnel's upload makes it.
+    fn with_trailers(c: &OriginClient, host: &'static str) -> http::Request<RequestBody> {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+        let frames = [
+            Ok::<_, crate::upload::UploadError>(hyper::body::Frame::data(
+                bytes::Bytes::from_static(b"ping"),
+            )),
+            Ok(hyper::body::Frame::trailers(trailers)),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let mut req = http::Request::new(http_body_util::Either::Right(body.boxed_unsync()));
+        *req.method_mut() = http::Method::POST;
+        let uri = c.uri(PathAndQuery::from_static("/pkg.Svc/Call"));
+        *req.uri_mut() = c.uri_at(Authority::from_static(host), uri);
+        req.headers_mut()
+            .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        req
+    }
+
+    #[tokio::test]
+    async fn http2_origins_get_h2c_with_trailers_both_ways_on_one_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, log) = (accepted.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                serve_h2(tcp, log.clone());
+            }
+        });
+        let service = Service::Http {
+            scheme: "http".into(),
+            authority: addr.to_string(),
+        };
+        let c = OriginClient::new(&service, &options(|o| o.http2_origin = Some(true))).unwrap();
+        assert!(c.http2());
+        // Concurrent requests share the one connection (h2 streams).
+        let calls = (0..3).map(|_| {
+            let c = c.clone();
+            async move {
+                let resp = c.request(with_trailers(&c, "app.test")).await.unwrap();
+                assert_eq!(resp.version(), http::Version::HTTP_2);
+                let collected = resp.into_body().collect().await.unwrap();
+                let trailers = collected.trailers().cloned().expect("response trailers");
+                assert_eq!(trailers["grpc-status"], "0");
+                assert_eq!(&collected.to_bytes()[..], b"hello");
+            }
+        });
+        futures_util::future::join_all(calls).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        for s in seen.iter() {
+            assert_eq!(s.version, Some(http::Version::HTTP_2));
+            assert_eq!(s.authority.as_deref(), Some("app.test"), "{s:?}");
+            assert_eq!(s.host, None, "HTTP/2 names the host in :authority only");
+            assert_eq!(s.te.as_deref(), Some("trailers"));
+            assert_eq!(s.body, b"ping");
+            let t = s.trailers.as_ref().expect("request trailers");
+            assert_eq!(t["x-checksum"], "abc");
+        }
+    }
+
+    #[tokio::test]
+    async fn http2_unix_socket_origins_get_h2c() {
+        let path = temp_path("h2.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                serve_h2(s, log.clone());
+            }
+        });
+        let h2 = options(|o| o.http2_origin = Some(true));
+        let c = OriginClient::new(&Service::Unix(path.clone()), &h2).unwrap();
+        let resp = c.request(with_trailers(&c, "app.test")).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].authority.as_deref(), Some("app.test"));
+        assert_eq!(seen[0].trailers.as_ref().unwrap()["x-checksum"], "abc");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn http2_https_origins_negotiate_h2_by_alpn() {
+        let certs = tunnel::dev_cert::generate(&[]).unwrap();
+        let chain = CertificateDer::pem_slice_iter(certs.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(certs.key_pem.as_bytes()).unwrap();
+        let server = |alpn: &[u8]| {
+            let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain.clone(), key.clone_key())
+            .unwrap();
+            config.alpn_protocols = vec![alpn.to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        };
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut origins = Vec::new();
+        for (alpn, h2) in [(&b"h2"[..], true), (b"http/1.1", false)] {
+            let acceptor = server(alpn);
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            origins.push(listener.local_addr().unwrap());
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        if h2 {
+                            serve_h2(tls, seen.clone());
+                        } else {
+                            serve(tls);
+                        }
+                    }
+                }
+            });
+        }
+        let h2 = options(|o| {
+            o.http2_origin = Some(true);
+            o.no_tls_verify = Some(true);
+        });
+        let service = |addr: std::net::SocketAddr| Service::Http {
+            scheme: "https".into(),
+            authority: addr.to_string(),
+        };
+        let c = OriginClient::new(&service(origins[0]), &h2).unwrap();
+        let resp = c.request(with_trailers(&c, "app.test")).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        assert_eq!(
+            seen.lock().unwrap()[0].trailers.as_ref().unwrap()["x-checksum"],
+            "abc"
+        );
+
+        // An origin that offers only HTTP/1.1 fails the handshake: a TLS
+        // error the operator can read, not h2 frames sent to HTTP/1.1.
+        let c = OriginClient::new(&service(origins[1]), &h2).unwrap();
+        let e = c.request(with_trailers(&c, "app.test")).await.unwrap_err();
+        assert_eq!(classify(&e), StreamErrorKind::OriginTls, "{e:?}");
+    }
+
+    #[test]
+    fn http2_origin_is_off_by_default_and_set_per_rule_over_the_defaults() {
+        let defaults: OriginRequest = serde_yaml::from_str("http2_origin: true").unwrap();
+        let rule = OriginRequest::default();
+        assert!(rule.over(&defaults).resolve().unwrap().http2_origin);
+        let off: OriginRequest = serde_yaml::from_str("http2_origin: false").unwrap();
+        assert!(!off.over(&defaults).resolve().unwrap().http2_origin);
+        assert!(
+            !rule
+                .over(&OriginRequest::default())
+                .resolve()
+                .unwrap()
+                .http2_origin
+        );
     }
 
     #[tokio::test]

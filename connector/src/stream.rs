@@ -260,7 +260,7 @@ fn build_request(
     recv: RecvStream,
 ) -> Result<(http::Request<upload::RequestBody>, Option<Upload>), TargetError> {
     let method = Method::from_bytes(head.method.as_bytes()).map_err(|_| TargetError::BadMethod)?;
-    let uri = client.uri(target.path_and_query()?);
+    let mut uri = client.uri(target.path_and_query()?);
     let mut upload = None;
     let body = if head.has_body {
         let (body, watch) = upload::body(BodyReader::new(recv), origin.request_body_idle_timeout);
@@ -271,11 +271,37 @@ fn build_request(
     };
     let mut req = http::Request::new(body);
     *req.method_mut() = method;
-    *req.uri_mut() = uri;
     let headers = req.headers_mut();
-    headers.reserve(head.headers.len() + 1);
-    for (name, value) in head.headers {
-        if tunnel::message::is_hop_by_hop(&name) || name.eq_ignore_ascii_case("host") {
+    copy_headers(head.headers, headers);
+    let host = origin
+        .http_host_header
+        .as_deref()
+        .unwrap_or(&head.authority);
+    // HTTP/2 names the host in `:authority`, taken from the URI, and an
+    // origin that serves several names reads it there (RFC 9113 §8.3.1):
+    // the host goes in the URI instead of a Host header. The pool then
+    // keeps one connection per host, which the dialer still opens to the
+    // rule's origin.
+    if client.http2()
+        && let Ok(a) = http::uri::Authority::try_from(host)
+    {
+        uri = client.uri_at(a, uri);
+    } else if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(http::header::HOST, v);
+    }
+    *req.uri_mut() = uri;
+    Ok((req, upload))
+}
+
+/// The tunnel's request headers for the origin: no hop-by-hop headers
+/// except `te: trailers`, no Host (set from the authority), nothing that is
+/// not valid HTTP.
+fn copy_headers(list: HeaderList, headers: &mut http::HeaderMap) {
+    headers.reserve(list.len() + 1);
+    for (name, value) in list {
+        if (tunnel::message::is_hop_by_hop(&name) && !is_te_trailers(&name, &value))
+            || name.eq_ignore_ascii_case("host")
+        {
             continue;
         }
         if let (Ok(n), Ok(v)) = (
@@ -285,14 +311,12 @@ fn build_request(
             headers.append(n, v);
         }
     }
-    let host = origin
-        .http_host_header
-        .as_deref()
-        .unwrap_or(&head.authority);
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(http::header::HOST, v);
-    }
-    Ok((req, upload))
+}
+
+/// `te: trailers` (the client takes trailers; gRPC servers require it) is
+/// the one `te` that crosses: any other value is about the client's hop.
+fn is_te_trailers(name: &str, value: &[u8]) -> bool {
+    name.eq_ignore_ascii_case("te") && value.eq_ignore_ascii_case(b"trailers")
 }
 
 /// Answers a request whose body stopped coming from the tunnel. The client
@@ -382,5 +406,37 @@ pub(crate) fn classify(e: &hyper_util::client::legacy::Error) -> StreamErrorKind
         StreamErrorKind::OriginUnreachable
     } else {
         StreamErrorKind::OriginProtocol
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn te_crosses_only_as_trailers() {
+        for (value, kept) in [
+            (&b"trailers"[..], true),
+            (b"TRAILERS", true),
+            (b"gzip", false),
+            (b"trailers, gzip", false),
+            (b"", false),
+        ] {
+            let mut headers = http::HeaderMap::new();
+            let list = vec![
+                ("TE".to_string(), value.to_vec()),
+                ("connection".to_string(), b"te".to_vec()),
+                ("host".to_string(), b"other.test".to_vec()),
+                ("content-type".to_string(), b"application/grpc".to_vec()),
+            ];
+            copy_headers(list, &mut headers);
+            let te: Vec<_> = headers.get_all("te").iter().collect();
+            assert_eq!(te.len(), usize::from(kept), "{value:?}: {headers:?}");
+            if kept {
+                assert_eq!(te[0].as_bytes(), value);
+            }
+            assert_eq!(headers.len(), 1 + usize::from(kept), "{headers:?}");
+            assert_eq!(headers["content-type"], "application/grpc");
+        }
     }
 }

@@ -12,12 +12,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Either, Empty, StreamBody};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tunnel::io::{BodyPart, BodyReader, IoError};
+use tunnel::message::Trailers;
 
 /// Where the upload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,27 +126,30 @@ pub fn body(reader: BodyReader, idle: Duration) -> (RequestBody, Upload) {
     let stream = futures_util::stream::unfold(Some(feed), |feed| async move {
         let mut feed = feed?;
         feed.set(UploadState::Streaming { reading: true });
-        loop {
-            match tokio::time::timeout(feed.idle, feed.reader.next()).await {
-                Ok(Ok(Some(BodyPart::Data(b)))) => {
-                    feed.set(UploadState::Streaming { reading: false });
-                    return Some((Ok::<_, UploadError>(Frame::data(b)), Some(feed)));
-                }
-                // HTTP/1.1 request trailers are rare; they are not forwarded.
-                Ok(Ok(Some(BodyPart::Trailers(_)))) => continue,
-                Ok(Ok(None)) => {
-                    feed.set(UploadState::Done);
-                    return None;
-                }
-                Ok(Err(e)) => {
-                    feed.set(UploadState::Failed);
-                    return Some((Err(UploadError::Tunnel(e)), None));
-                }
-                Err(_) => {
-                    feed.set(UploadState::Stalled);
-                    let idle = feed.idle;
-                    return Some((Err(UploadError::Stalled(idle)), None));
-                }
+        match tokio::time::timeout(feed.idle, feed.reader.next()).await {
+            Ok(Ok(Some(BodyPart::Data(b)))) => {
+                feed.set(UploadState::Streaming { reading: false });
+                Some((Ok::<_, UploadError>(Frame::data(b)), Some(feed)))
+            }
+            // Request trailers (gRPC over h2 sends them) end the body:
+            // hyper sends them to an HTTP/2 origin and leaves them out for
+            // HTTP/1.1, where no `Trailer` header announced them.
+            Ok(Ok(Some(BodyPart::Trailers(t)))) => {
+                feed.set(UploadState::Done);
+                Some((Ok(Frame::trailers(trailer_map(t))), Some(feed)))
+            }
+            Ok(Ok(None)) => {
+                feed.set(UploadState::Done);
+                None
+            }
+            Ok(Err(e)) => {
+                feed.set(UploadState::Failed);
+                Some((Err(UploadError::Tunnel(e)), None))
+            }
+            Err(_) => {
+                feed.set(UploadState::Stalled);
+                let idle = feed.idle;
+                Some((Err(UploadError::Stalled(idle)), None))
             }
         }
     });
@@ -152,6 +157,21 @@ pub fn body(reader: BodyReader, idle: Duration) -> (RequestBody, Upload) {
         Either::Right(StreamBody::new(stream).boxed_unsync()),
         Upload { rx, idle },
     )
+}
+
+/// Trailers from the tunnel as hyper takes them; a field that is not valid
+/// HTTP (an edge bug) is left out rather than failing the request.
+fn trailer_map(t: Trailers) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(t.0.len());
+    for (name, value) in t.0 {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_maybe_shared(Bytes::from(value)),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
 }
 
 impl Upload {

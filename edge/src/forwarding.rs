@@ -70,11 +70,13 @@ pub fn forward_headers(
     let mut out: HeaderList = Vec::with_capacity(headers.len() + SET_BY_EDGE.len() + 1);
     for (name, value) in headers {
         let n = name.as_str();
-        if is_hop_by_hop(n)
+        // `te: trailers` says the client takes trailers; gRPC servers
+        // require it, so it crosses (any other `te` is the client's hop).
+        let te_trailers = n == "te" && value.as_bytes().eq_ignore_ascii_case(b"trailers");
+        if !te_trailers && (is_hop_by_hop(n) || nominated.iter().any(|c| c == n))
             || n == "host"
             || n == REQUEST_ID
             || SET_BY_EDGE.contains(&n)
-            || nominated.iter().any(|c| c == n)
         {
             continue;
         }
@@ -259,6 +261,29 @@ mod tests {
             assert!(!names.contains(&gone), "{gone} in {names:?}");
         }
         assert_eq!(get(&out, "x-kept"), ["3"]);
+    }
+
+    #[test]
+    fn only_te_trailers_crosses() {
+        for (value, kept) in [
+            ("trailers", true),
+            ("Trailers", true),
+            ("gzip", false),
+            ("trailers, deflate", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.append("connection", HeaderValue::from_static("TE"));
+            h.append("te", HeaderValue::from_static(value));
+            let out = forward_headers(
+                &h,
+                "app.test",
+                "127.0.0.9:5555".parse().unwrap(),
+                "rid",
+                Scheme::Https,
+            );
+            let want: &[&str] = if kept { &[value] } else { &[] };
+            assert_eq!(get(&out, "te"), want, "te: {value}");
+        }
     }
 
     #[test]

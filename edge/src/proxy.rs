@@ -15,8 +15,9 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame as BodyFrame, Incoming};
 use tokio::task::JoinHandle;
-use tunnel::io::{BodyPart, BodyReader, IoError, read_response_head, write_data};
-use tunnel::message::{HeaderList, ResponseHead, StreamErrorKind};
+use tunnel::codec::Frame as TunnelFrame;
+use tunnel::io::{BodyPart, BodyReader, IoError, read_response_head, write_data, write_frame};
+use tunnel::message::{HeaderList, ResponseHead, StreamErrorKind, Trailers};
 
 use crate::forwarding::{Scheme, connection_named};
 use crate::limits::{LimitError, RequestLimits, Slot};
@@ -213,16 +214,66 @@ impl Proxy {
             ResponseHead::Response { status, headers } => (status, headers),
             ResponseHead::Error(kind) => return Err(ProxyError::Origin(kind)),
         };
-        let mut resp = Response::new(response_body(
-            BodyReader::new(recv),
+        let status = StatusCode::from_u16(status)
+            .map_err(|_| ProxyError::Origin(StreamErrorKind::OriginProtocol))?;
+        let headers = to_header_map(headers);
+        let reader = BodyReader::new(recv);
+        let body = if headers.contains_key("grpc-status") {
+            self.grpc_trailers_only_body(reader, guard).await?
+        } else {
+            response_body(
+                reader,
+                guard,
+                self.limits.body_idle_timeout,
+                self.metrics.clone(),
+            )
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        Ok(resp)
+    }
+
+    /// The body of a response whose head carries `grpc-status`: a gRPC
+    /// "trailers-only" answer (the call failed before any message), which
+    /// ends with its head. gRPC clients accept it only when the HEADERS
+    /// frame itself ends the HTTP/2 stream (grpcio reports `UNKNOWN: Stream
+    /// removed` for a head followed by an empty DATA frame), so the edge
+    /// waits for the end of the body, which follows the head at once, and
+    /// answers with a body known to be empty. A body that comes after all
+    /// streams as usual, its first frame put back in front.
+    async fn grpc_trailers_only_body(
+        &self,
+        mut reader: BodyReader,
+        guard: StreamGuard,
+    ) -> Result<ProxyBody, ProxyError> {
+        let idle = self.limits.body_idle_timeout;
+        let first = match tokio::time::timeout(idle, reader.next()).await {
+            Ok(Ok(None)) => {
+                return Ok(http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync());
+            }
+            Ok(Ok(Some(BodyPart::Data(b)))) => BodyFrame::data(b),
+            Ok(Ok(Some(BodyPart::Trailers(t)))) => BodyFrame::trailers(to_header_map(t.0)),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                self.metrics.timed_out("response_body_idle");
+                reader.stop(STOP_TIMEOUT);
+                return Err(ProxyError::Timeout);
+            }
+        };
+        let rest = http_body_util::BodyStream::new(response_body(
+            reader,
             guard,
-            self.limits.body_idle_timeout,
+            idle,
             self.metrics.clone(),
         ));
-        *resp.status_mut() = StatusCode::from_u16(status)
-            .map_err(|_| ProxyError::Origin(StreamErrorKind::OriginProtocol))?;
-        *resp.headers_mut() = to_header_map(headers);
-        Ok(resp)
+        let stream = futures_util::StreamExt::chain(
+            futures_util::stream::iter([Ok::<_, BoxError>(first)]),
+            rest,
+        );
+        Ok(StreamBody::new(stream).boxed_unsync())
     }
 
     /// Opens a stream on the best connection; if opening fails (the
@@ -365,10 +416,19 @@ async fn pump_request(
                 return Err(LimitError::RequestBodyIdle);
             }
         };
-        let Ok(data) = frame.into_data() else {
-            continue;
+        let written = match frame.into_data() {
+            Ok(data) => tokio::time::timeout(idle, write_data(&mut send, data)).await,
+            // Request trailers (gRPC clients send them over h2) go as the
+            // stream's trailers frame; nothing follows them.
+            Err(frame) => match frame.into_trailers() {
+                Ok(t) => {
+                    let t = TunnelFrame::Trailers(Trailers(trailer_list(&t)));
+                    tokio::time::timeout(idle, write_frame(&mut send, &t)).await
+                }
+                Err(_) => continue,
+            },
         };
-        match tokio::time::timeout(idle, write_data(&mut send, data)).await {
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "the connector stopped reading the request body");
@@ -417,6 +477,16 @@ fn response_body(
         }
     });
     StreamBody::new(stream).boxed_unsync()
+}
+
+/// A client's request trailers for the tunnel, without hop-by-hop fields
+/// (they have no meaning in a trailer section either).
+fn trailer_list(trailers: &HeaderMap) -> HeaderList {
+    trailers
+        .iter()
+        .filter(|(n, _)| !tunnel::message::is_hop_by_hop(n.as_str()))
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect()
 }
 
 /// Builds a header map, leaving out hop-by-hop headers, headers the origin

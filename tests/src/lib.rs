@@ -8,6 +8,7 @@ pub mod config_connector;
 pub mod dashboards;
 pub mod fleet;
 pub mod grafana;
+pub mod h2_origin;
 pub mod hostile_edge;
 pub mod http;
 pub mod metrics;
