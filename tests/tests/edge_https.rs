@@ -75,6 +75,7 @@ struct Setup {
     ca: PublicCa,
     cert_dir: std::path::PathBuf,
     https: SocketAddr,
+    origin: SocketAddr,
 }
 
 impl Setup {
@@ -134,6 +135,7 @@ impl Setup {
             ca,
             cert_dir,
             https,
+            origin: origin_addr,
         };
         (setup, fps)
     }
@@ -327,6 +329,56 @@ async fn https_serves_each_hostname_its_own_certificate_over_h2_and_http1() {
     };
     assert!(failures("no_certificate") >= 4.0, "{m}");
     assert_eq!(failures("timeout"), 1.0, "{m}");
+
+    // SIGTERM drains h2 too: a response in flight on an HTTP/2 connection
+    // finishes (GOAWAY lets it), then the edge exits cleanly.
+    let resolve = format!("a.test:{HTTPS_PORT}:{}", s.https.ip());
+    let ca = s.ca.ca_pem.display().to_string();
+    let mut child = tokio::process::Command::new("curl")
+        .args(["-sSN", "--http2", "--max-time", "60", "--resolve", &resolve])
+        .args(["--cacert", &ca])
+        .arg(format!("https://a.test:{HTTPS_PORT}/sse?id=drain&events=1"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("data: event 0") {
+        let n = out.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the stream ended before its first event");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let mut edge = s.edge;
+    edge.proc.signal("TERM");
+    eventually("the edge is draining", Duration::from_secs(10), || async {
+        let m = edge.metrics().await;
+        (metrics::sum(&m, "edge_draining", &[]) == 1.0).then_some(())
+    })
+    .await;
+    tests::http::plain_client()
+        .post(format!("http://{}/release?id=drain", s.origin))
+        .send()
+        .await
+        .expect("release the held response");
+    out.read_to_end(&mut seen).await.unwrap();
+    let done = child.wait_with_output().await.unwrap();
+    assert!(
+        done.status.success(),
+        "the h2 response in flight at SIGTERM must finish: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&seen).ends_with("data: done\n\n"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    let status = edge
+        .proc
+        .wait_exit(Duration::from_secs(30))
+        .expect("the edge exits once the h2 connection is done");
+    assert!(status.success(), "{status:?}\n{}", edge.proc.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
