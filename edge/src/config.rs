@@ -585,6 +585,27 @@ mod tests {
     }
 
     #[test]
+    fn https_and_http2_settings_come_from_the_file_too() {
+        let file = std::env::temp_dir().join(format!("edge-cfg-https-{}.yaml", std::process::id()));
+        let text = format!(
+            "public_https: 127.0.0.1:8443\npublic_cert_dir: {}\nredirect_http_to_https: true\n\
+             tls_handshake_timeout: 3s\nhttp2_max_concurrent_streams: 50\n\
+             http2_max_header_list_size: 16384\n",
+            std::env::temp_dir().display()
+        );
+        std::fs::write(&file, text).unwrap();
+        let mut a = args();
+        a.config = Some(file.clone());
+        let cfg = a.resolve().unwrap();
+        assert_eq!(cfg.public_https, Some("127.0.0.1:8443".parse().unwrap()));
+        assert!(cfg.redirect_http_to_https);
+        assert_eq!(cfg.tls_handshake_timeout, Duration::from_secs(3));
+        assert_eq!(cfg.http2_max_concurrent_streams, 50);
+        assert_eq!(cfg.http2_max_header_list_size, 16384);
+        std::fs::remove_file(&file).unwrap();
+    }
+
+    #[test]
     fn a_zero_limit_or_timeout_is_refused_by_name() {
         let mut a = args();
         a.max_requests_per_tunnel = Some(0);

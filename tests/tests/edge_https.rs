@@ -453,6 +453,10 @@ async fn one_gib_each_way_over_h2_arrives_intact_with_bounded_edge_memory() {
     );
 
     let peak = s.edge.proc.peak_rss().expect("edge VmHWM");
+    eprintln!(
+        "edge VmHWM after 1 GiB each way over h2: {} MiB",
+        peak >> 20
+    );
     assert!(
         peak < 128 << 20,
         "edge peak RSS {} MiB after 1 GiB each way: bodies must stream through \
