@@ -556,3 +556,63 @@ async fn the_config_check_names_half_configured_https_and_a_missing_directory() 
         assert!(out.contains(want), "{want:?} not in:\n{out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_connections_count_against_the_shared_per_address_cap() {
+    let work = Workdir::new("edge-https-per-ip");
+    let net = TestNet::new();
+    let pki = Pki::new(&work);
+    let cert_dir = work.join("public-certs");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    let https = net.addr(1, HTTPS_PORT);
+    let edge = Edge::start(
+        &work,
+        &pki,
+        &net,
+        1,
+        &[
+            "--public-https",
+            &https.to_string(),
+            "--public-cert-dir",
+            &cert_dir.display().to_string(),
+            "--max-connections-per-ip",
+            "1",
+        ],
+    )
+    .await;
+    // One client connection, silent in its handshake, takes the address's
+    // only place (for the handshake timeout, 10s by default).
+    let _held = tokio::net::TcpStream::connect(https).await.unwrap();
+    eventually(
+        "the first HTTPS connection is accepted",
+        Duration::from_secs(10),
+        || async {
+            let m = edge.metrics().await;
+            (metrics::sum(&m, "edge_public_connections", &[]) == 1.0).then_some(())
+        },
+    )
+    .await;
+    // A second one over TLS is closed before any handshake...
+    let mut second = tokio::net::TcpStream::connect(https).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a connection past the per-address cap must be closed at once: {read:?}"
+    );
+    // ...and the cap is shared with the plain listener, which says 503.
+    let mut plain = tokio::net::TcpStream::connect(edge.public).await.unwrap();
+    let mut answer = String::new();
+    plain.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let m = edge.metrics().await;
+    assert_eq!(
+        metrics::sum(
+            &m,
+            "edge_limit_rejections_total",
+            &[("limit", "connections_per_ip")]
+        ),
+        2.0,
+        "{m}"
+    );
+}
