@@ -19,7 +19,8 @@ pub struct RunArgs {
     /// YAML file with any of the settings below (keys like `public_http`).
     #[arg(long, env = "EDGE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Public HTTP/1.1 listener. [default: 0.0.0.0:8080]
+    /// Public plain HTTP listener (HTTP/1.1, and HTTP/2 with prior knowledge:
+    /// h2c). [default: 0.0.0.0:8080]
     #[arg(long, env = "EDGE_PUBLIC_HTTP", value_name = "ADDR")]
     pub public_http: Option<SocketAddr>,
     /// Public HTTPS listener (TLS 1.2 and 1.3, ALPN h2 and http/1.1). Needs
