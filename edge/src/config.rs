@@ -19,7 +19,8 @@ pub struct RunArgs {
     /// YAML file with any of the settings below (keys like `public_http`).
     #[arg(long, env = "EDGE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Public HTTP/1.1 listener. [default: 0.0.0.0:8080]
+    /// Public plain HTTP listener (HTTP/1.1, and HTTP/2 with prior knowledge:
+    /// h2c). [default: 0.0.0.0:8080]
     #[arg(long, env = "EDGE_PUBLIC_HTTP", value_name = "ADDR")]
     pub public_http: Option<SocketAddr>,
     /// Public HTTPS listener (TLS 1.2 and 1.3, ALPN h2 and http/1.1). Needs
@@ -582,6 +583,27 @@ mod tests {
         a.redirect_http_to_https = true;
         let cfg = a.resolve().unwrap();
         assert!(cfg.redirect_http_to_https);
+    }
+
+    #[test]
+    fn https_and_http2_settings_come_from_the_file_too() {
+        let file = std::env::temp_dir().join(format!("edge-cfg-https-{}.yaml", std::process::id()));
+        let text = format!(
+            "public_https: 127.0.0.1:8443\npublic_cert_dir: {}\nredirect_http_to_https: true\n\
+             tls_handshake_timeout: 3s\nhttp2_max_concurrent_streams: 50\n\
+             http2_max_header_list_size: 16384\n",
+            std::env::temp_dir().display()
+        );
+        std::fs::write(&file, text).unwrap();
+        let mut a = args();
+        a.config = Some(file.clone());
+        let cfg = a.resolve().unwrap();
+        assert_eq!(cfg.public_https, Some("127.0.0.1:8443".parse().unwrap()));
+        assert!(cfg.redirect_http_to_https);
+        assert_eq!(cfg.tls_handshake_timeout, Duration::from_secs(3));
+        assert_eq!(cfg.http2_max_concurrent_streams, 50);
+        assert_eq!(cfg.http2_max_header_list_size, 16384);
+        std::fs::remove_file(&file).unwrap();
     }
 
     #[test]

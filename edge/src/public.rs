@@ -45,8 +45,12 @@ pub struct PublicServer {
     pub slots: Arc<Semaphore>,
     /// `--max-connections-per-ip`, for both listeners together.
     pub per_ip: Arc<Counter<IpAddr>>,
-    /// HTTP/1.1 and HTTP/2 settings.
-    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    /// HTTP/1.1 only. Each connection's protocol is known before it is
+    /// served (ALPN, or a peek at the first bytes with a timeout), because
+    /// hyper's own detection waits for those bytes without one.
+    pub http1: Arc<auto::Builder<TokioExecutor>>,
+    /// HTTP/2 only.
+    pub http2: Arc<auto::Builder<TokioExecutor>>,
     /// Throttles the log line about refused connections.
     pub refusal_log: LogLimiter,
 }
@@ -72,23 +76,27 @@ impl PublicServer {
         per_ip: Arc<Counter<IpAddr>>,
         h2: Http2Limits,
     ) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(h2.max_concurrent_streams)
-            .max_header_list_size(h2.max_header_list_size)
-            // RFC 8441 extended CONNECT, for WebSocket over HTTP/2.
-            .enable_connect_protocol();
+        let builder = || {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(h2.max_concurrent_streams)
+                .max_header_list_size(h2.max_header_list_size)
+                // RFC 8441 extended CONNECT, for WebSocket over HTTP/2.
+                .enable_connect_protocol();
+            builder
+        };
         Self {
             proxy,
             slots: Arc::new(Semaphore::new(max_connections)),
             per_ip,
-            builder: Arc::new(builder),
+            http1: Arc::new(builder().http1_only()),
+            http2: Arc::new(builder().http2_only()),
             refusal_log: LogLimiter::new(Duration::from_secs(10)),
         }
     }
@@ -168,6 +176,26 @@ impl PublicServer {
         watcher: hyper_util::server::graceful::Watcher,
     ) {
         let metrics = &self.proxy.metrics;
+        // h2c with prior knowledge starts with the HTTP/2 preface; anything
+        // else is HTTP/1.1. Over TLS, ALPN says which (below).
+        let plain_h2 = match kind {
+            Listener::Plain { .. } => {
+                match tokio::time::timeout(HEADER_READ_TIMEOUT, starts_with_h2_preface(&stream))
+                    .await
+                {
+                    Ok(Ok(h2)) => h2,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%client, error = %e, "public connection failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%client, "no request within the header read timeout");
+                        return;
+                    }
+                }
+            }
+            Listener::Tls(_) => false,
+        };
         let io = WriteIdle::new(
             stream,
             self.proxy.limits.body_idle_timeout,
@@ -181,7 +209,8 @@ impl PublicServer {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     std::future::ready(redirect(&proxy, &req, port))
                 });
-                let conn = self.builder.serve_connection(TokioIo::new(io), service);
+                let builder = if plain_h2 { &self.http2 } else { &self.http1 };
+                let conn = builder.serve_connection(TokioIo::new(io), service);
                 watcher.watch(conn).await
             }
             Listener::Plain { redirect_to: None } => {
@@ -189,9 +218,8 @@ impl PublicServer {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     proxy.clone().handle(req, client, Scheme::Http)
                 });
-                let conn = self
-                    .builder
-                    .serve_connection_with_upgrades(TokioIo::new(io), service);
+                let builder = if plain_h2 { &self.http2 } else { &self.http1 };
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                 watcher.watch(conn).await
             }
             Listener::Tls(tls) => {
@@ -210,15 +238,37 @@ impl PublicServer {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     proxy.clone().handle(req, client, Scheme::Https)
                 });
-                let conn = self
-                    .builder
-                    .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let builder = if h2 { &self.http2 } else { &self.http1 };
+                let conn =
+                    builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
                 watcher.watch(conn).await
             }
         };
         if let Err(e) = result {
             tracing::debug!(%client, error = %e, "public connection ended with an error");
         }
+    }
+}
+
+/// The client's first bytes are the HTTP/2 connection preface (h2c with
+/// prior knowledge). Peeks, so hyper still reads every byte; waits as long
+/// as the bytes so far are a prefix of the preface (the caller bounds it).
+async fn starts_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != PREFACE[..n] {
+            // HTTP/1.1, or a client that left: HTTP/1.1 handles both.
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // Part of the preface: a peek would return the same bytes at once,
+        // so wait a little for the rest (rare: clients send it whole).
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

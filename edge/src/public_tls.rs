@@ -20,7 +20,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, StoresServerSessions};
 use rustls::sign::CertifiedKey;
-use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
@@ -186,10 +185,9 @@ fn load_pair(
     Ok((names, certified))
 }
 
-/// A rustls config per certificate would repeat the settings; instead one
-/// config whose resolver looks the name up in the current map. Resolution
-/// that finds nothing is remembered by the caller through
-/// [`PublicTls::accept`], which does the lookup itself first.
+/// The resolver of a config made for one certificate: [`PublicTls::accept`]
+/// looks the SNI name up itself (so it knows when none matches) and hands
+/// the handshake to that certificate's config.
 #[derive(Debug)]
 struct Fixed(Arc<CertifiedKey>);
 
@@ -199,6 +197,8 @@ impl ResolvesServerCert for Fixed {
     }
 }
 
+/// The resolver of the config that refuses a name without a certificate:
+/// rustls then fails the handshake with an alert.
 #[derive(Debug)]
 struct Nothing;
 
@@ -438,11 +438,6 @@ fn server_config(
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     config.session_storage = sessions.clone();
     Ok(config)
-}
-
-/// The negotiated ALPN protocol is h2.
-pub fn is_h2(stream: &TlsStream<TcpStream>) -> bool {
-    stream.get_ref().1.alpn_protocol() == Some(b"h2")
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod origin;
 pub mod pattern;
 pub mod postgres;
 pub mod proc;
+pub mod public_certs;
 pub mod python;
 pub mod recording_origin;
 pub mod rollouts;
