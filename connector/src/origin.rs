@@ -183,6 +183,8 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct OriginClient {
     client: Client<Dialer, RequestBody>,
+    /// The client's dialer, for connections of their own (WebSocket).
+    dialer: Dialer,
     scheme: Scheme,
     authority: Authority,
 }
@@ -252,9 +254,10 @@ impl OriginClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(o.keep_alive_timeout)
             .pool_max_idle_per_host(o.keep_alive_connections)
-            .build(dialer);
+            .build(dialer.clone());
         Ok(Self {
             client,
+            dialer,
             scheme,
             authority,
         })
@@ -267,6 +270,16 @@ impl OriginClient {
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path_and_query);
         Uri::from_parts(parts).expect("scheme, authority and path make a URI")
+    }
+
+    /// A new connection to the rule's origin, never one from the pool, with
+    /// the client's connect timeout, TCP keep-alive and TLS settings: for a
+    /// WebSocket upgrade, which takes the connection over for good.
+    pub async fn connect_own(
+        &self,
+    ) -> Result<impl hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static, ConnectError>
+    {
+        tower_service::Service::call(&mut self.dialer.clone(), Uri::default()).await
     }
 
     /// Sends a request built with [`OriginClient::uri`].

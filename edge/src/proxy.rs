@@ -171,6 +171,9 @@ impl Proxy {
         request_id: &str,
         tunnel_label: &mut String,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        if crate::websocket::is_websocket_upgrade(req.method(), req.headers()) {
+            return crate::websocket::forward(self, req, client, request_id, tunnel_label).await;
+        }
         // Checked (and sized against a tunnel frame) before anything else,
         // so a bad request never reaches a connector.
         let ForwardHead { head, frame } = head_from_parts(
@@ -230,7 +233,7 @@ impl Proxy {
     /// request slot is taken first: past `--max-requests-per-tunnel` the
     /// request gets 503 before it can wait on anything. A connector that
     /// grants no stream within `--stream-open-timeout` gets the request 504.
-    async fn open_stream(
+    pub(crate) async fn open_stream(
         &self,
         tunnel: &tunnel::token::TunnelId,
     ) -> Result<(StreamGuard, quinn::SendStream, quinn::RecvStream), ProxyError> {
@@ -277,7 +280,7 @@ impl Proxy {
 
     /// Writes the request head; a connector that does not take it within
     /// `--stream-open-timeout` (no flow-control credit) gets the request 504.
-    async fn write_head(
+    pub(crate) async fn write_head(
         &self,
         send: &mut quinn::SendStream,
         recv: &mut quinn::RecvStream,
@@ -300,7 +303,7 @@ impl Proxy {
     /// flows (a stalled upload is the body idle timeout's business). A head
     /// that comes before the upload ends (an early 413, an echo) is taken
     /// at once.
-    async fn response_head(
+    pub(crate) async fn response_head(
         &self,
         recv: &mut quinn::RecvStream,
         upload: Option<JoinHandle<Result<(), LimitError>>>,
@@ -388,7 +391,7 @@ async fn pump_request(
 /// The response body, read from the stream as the client takes it. A
 /// connector that sends nothing for `idle` in the middle of a body gets its
 /// stream stopped, and the client sees the body cut off (not a clean end).
-fn response_body(
+pub(crate) fn response_body(
     reader: BodyReader,
     guard: StreamGuard,
     idle: Duration,
@@ -422,7 +425,7 @@ fn response_body(
 /// Builds a header map, leaving out hop-by-hop headers, headers the origin
 /// named in `Connection`, and any that are not valid HTTP (a peer bug must
 /// not break the response).
-fn to_header_map(list: HeaderList) -> HeaderMap {
+pub(crate) fn to_header_map(list: HeaderList) -> HeaderMap {
     let nominated = connection_named(
         list.iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
@@ -446,6 +449,13 @@ fn to_header_map(list: HeaderList) -> HeaderMap {
         }
     }
     map
+}
+
+/// An empty body (a 101's).
+pub(crate) fn empty_body() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
@@ -512,7 +522,6 @@ pub async fn serve_public(
     drain: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(max_connections));
     let refusal_log = crate::limits::LogLimiter::new(Duration::from_secs(10));
     let mut accept_backoff = Duration::from_millis(5);
@@ -545,6 +554,7 @@ pub async fn serve_public(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        crate::websocket::keepalive(&stream);
         let client_io = crate::idle_io::WriteIdle::new(
             stream,
             proxy.limits.body_idle_timeout,
@@ -559,11 +569,23 @@ pub async fn serve_public(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(TokioIo::new(client_io), service);
-        let conn = graceful.watch(conn);
+            .serve_connection(TokioIo::new(client_io), service)
+            .with_upgrades();
         metrics.public_connections.inc();
+        let drain = drain.clone();
         tasks.spawn(async move {
-            if let Err(e) = conn.await {
+            // By hand, not GracefulShutdown::watch, which has no impl for a
+            // connection that can upgrade (WebSocket): on drain, finish the
+            // request in flight, then close.
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = drain.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%client, error = %e, "public connection ended with an error");
             }
             metrics.public_connections.dec();
@@ -571,7 +593,6 @@ pub async fn serve_public(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
 }
 
 #[cfg(test)]
