@@ -264,9 +264,12 @@ mod tests {
         .map(|f| f.head)
     }
 
+    /// Method, headers, and whether that is a WebSocket upgrade.
+    type UpgradeCase<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+
     #[test]
     fn websocket_upgrades_are_recognised_by_their_tokens() {
-        let cases: &[(&str, &[(&str, &str)], bool)] = &[
+        let cases: &[UpgradeCase] = &[
             (
                 "GET",
                 &[("connection", "Upgrade"), ("upgrade", "websocket")],
