@@ -22,6 +22,33 @@ pub struct RunArgs {
     /// Public HTTP/1.1 listener. [default: 0.0.0.0:8080]
     #[arg(long, env = "EDGE_PUBLIC_HTTP", value_name = "ADDR")]
     pub public_http: Option<SocketAddr>,
+    /// Public HTTPS listener (TLS 1.2 and 1.3, ALPN h2 and http/1.1). Needs
+    /// --public-cert-dir. [default: none, no HTTPS]
+    #[arg(long, env = "EDGE_PUBLIC_HTTPS", value_name = "ADDR")]
+    pub public_https: Option<SocketAddr>,
+    /// Directory of the HTTPS certificates: pairs NAME.pem (chain, leaf
+    /// first) and NAME-key.pem. Each certificate serves the DNS names in its
+    /// subject alternative names (`*.example.com` included); the directory
+    /// is re-read within a second of a change, without a restart.
+    #[arg(long, env = "EDGE_PUBLIC_CERT_DIR", value_name = "DIR")]
+    pub public_cert_dir: Option<PathBuf>,
+    /// Answer every request on the plain HTTP listener with `308` to the
+    /// same URL on https:// (the port of --public-https unless it is 443).
+    /// Needs --public-https.
+    #[arg(long, env = "EDGE_REDIRECT_HTTP_TO_HTTPS")]
+    pub redirect_http_to_https: bool,
+    /// Longest a client may take over its TLS handshake; past it the
+    /// connection is closed. [default: 10s]
+    #[arg(long, env = "EDGE_TLS_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = daemon::duration::parse)]
+    pub tls_handshake_timeout: Option<Duration>,
+    /// Most concurrent streams (requests) on one HTTP/2 connection,
+    /// announced in SETTINGS. [default: 256]
+    #[arg(long, env = "EDGE_HTTP2_MAX_CONCURRENT_STREAMS", value_name = "N")]
+    pub http2_max_concurrent_streams: Option<u32>,
+    /// Largest HTTP/2 header list (decoded, as RFC 9113 counts it) a client
+    /// may send, announced in SETTINGS. [default: 65536]
+    #[arg(long, env = "EDGE_HTTP2_MAX_HEADER_LIST_SIZE", value_name = "BYTES")]
+    pub http2_max_header_list_size: Option<u32>,
     /// QUIC (UDP) listener for connectors. [default: 0.0.0.0:7844]
     #[arg(long, env = "EDGE_TUNNEL_LISTEN", value_name = "ADDR")]
     pub tunnel_listen: Option<SocketAddr>,
@@ -101,6 +128,13 @@ pub struct RunArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     public_http: Option<SocketAddr>,
+    public_https: Option<SocketAddr>,
+    public_cert_dir: Option<PathBuf>,
+    redirect_http_to_https: Option<bool>,
+    #[serde(default, with = "daemon::duration::serde_text_opt")]
+    tls_handshake_timeout: Option<Duration>,
+    http2_max_concurrent_streams: Option<u32>,
+    http2_max_header_list_size: Option<u32>,
     tunnel_listen: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     tunnels_file: Option<PathBuf>,
@@ -133,6 +167,18 @@ struct FileConfig {
 pub struct EdgeConfig {
     /// Public HTTP listener.
     pub public_http: SocketAddr,
+    /// Public HTTPS listener, if any.
+    pub public_https: Option<SocketAddr>,
+    /// Its certificate directory (set exactly when `public_https` is).
+    pub public_cert_dir: Option<PathBuf>,
+    /// The plain listener redirects to HTTPS.
+    pub redirect_http_to_https: bool,
+    /// Longest TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/2 streams per connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 header list size.
+    pub http2_max_header_list_size: u32,
     /// QUIC listener.
     pub tunnel_listen: SocketAddr,
     /// Admin listener.
@@ -241,6 +287,22 @@ impl RunArgs {
                 .public_http
                 .or(file.public_http)
                 .unwrap_or_else(|| ([0, 0, 0, 0], 8080).into()),
+            public_https: self.public_https.or(file.public_https),
+            public_cert_dir: self.public_cert_dir.or(file.public_cert_dir),
+            redirect_http_to_https: self.redirect_http_to_https
+                || file.redirect_http_to_https.unwrap_or(false),
+            tls_handshake_timeout: self
+                .tls_handshake_timeout
+                .or(file.tls_handshake_timeout)
+                .unwrap_or(Duration::from_secs(10)),
+            http2_max_concurrent_streams: self
+                .http2_max_concurrent_streams
+                .or(file.http2_max_concurrent_streams)
+                .unwrap_or(256),
+            http2_max_header_list_size: self
+                .http2_max_header_list_size
+                .or(file.http2_max_header_list_size)
+                .unwrap_or(64 * 1024),
             tunnel_listen: self
                 .tunnel_listen
                 .or(file.tunnel_listen)
@@ -374,9 +436,53 @@ impl EdgeConfig {
             ("stream_open_timeout", self.stream_open_timeout),
             ("body_idle_timeout", self.body_idle_timeout),
             ("registration_timeout", self.registration_timeout),
+            ("tls_handshake_timeout", self.tls_handshake_timeout),
         ] {
             check(d.is_zero(), key, "must be more than zero");
         }
+        check(
+            self.http2_max_concurrent_streams == 0,
+            "http2_max_concurrent_streams",
+            "must be at least 1",
+        );
+        check(
+            self.http2_max_header_list_size < 1024,
+            "http2_max_header_list_size",
+            "must be at least 1024 bytes (browsers send more than that)",
+        );
+        match (&self.public_https, &self.public_cert_dir) {
+            (Some(_), None) => check(
+                true,
+                "public_cert_dir",
+                "is required with public_https: pass --public-cert-dir, set EDGE_PUBLIC_CERT_DIR, or put `public_cert_dir` in the config file",
+            ),
+            (None, Some(_)) => check(
+                true,
+                "public_https",
+                "is required with public_cert_dir (a certificate directory without an HTTPS listener serves nothing): pass --public-https ADDR, or remove public_cert_dir",
+            ),
+            (Some(addr), Some(dir)) => {
+                check(
+                    *addr == self.public_http || *addr == self.admin,
+                    "public_https",
+                    "must differ from public_http and admin",
+                );
+                check(
+                    !dir.is_dir(),
+                    "public_cert_dir",
+                    &format!(
+                        "{} is not a readable directory: create it (it may start empty) or fix the path",
+                        dir.display()
+                    ),
+                );
+            }
+            (None, None) => {}
+        }
+        check(
+            self.redirect_http_to_https && self.public_https.is_none(),
+            "redirect_http_to_https",
+            "needs public_https: the redirect would point to a listener that does not exist",
+        );
         check(
             self.public_http == self.admin,
             "admin",
@@ -431,6 +537,51 @@ mod tests {
         assert_eq!(cfg.registration_timeout, Duration::from_secs(5));
         assert_eq!(cfg.max_pending_registrations, 1024);
         assert_eq!(cfg.max_pending_registrations_per_ip, 32);
+        assert_eq!(cfg.public_https, None);
+        assert_eq!(cfg.http2_max_concurrent_streams, 256);
+        assert_eq!(cfg.http2_max_header_list_size, 65536);
+        assert_eq!(cfg.tls_handshake_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn https_needs_both_halves_and_an_existing_directory() {
+        let mut a = args();
+        a.public_cert_dir = Some("/nonexistent/certs".into());
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("public_https: is required with public_cert_dir"),
+            "{err}"
+        );
+
+        let mut a = args();
+        a.public_https = Some("127.0.0.1:8443".parse().unwrap());
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(err.contains("public_cert_dir: is required"), "{err}");
+        assert!(err.contains("--public-cert-dir"), "{err}");
+
+        let mut a = args();
+        a.public_https = Some("127.0.0.1:8443".parse().unwrap());
+        a.public_cert_dir = Some("/nonexistent/certs".into());
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("/nonexistent/certs is not a readable directory"),
+            "{err}"
+        );
+
+        let mut a = args();
+        a.redirect_http_to_https = true;
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("redirect_http_to_https: needs public_https"),
+            "{err}"
+        );
+
+        let mut a = args();
+        a.public_https = Some("127.0.0.1:8443".parse().unwrap());
+        a.public_cert_dir = Some(std::env::temp_dir());
+        a.redirect_http_to_https = true;
+        let cfg = a.resolve().unwrap();
+        assert!(cfg.redirect_http_to_https);
     }
 
     #[test]

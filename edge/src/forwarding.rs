@@ -30,8 +30,25 @@ pub const SET_BY_EDGE: [&str; 5] = [
     "x-real-ip",
 ];
 
-/// The scheme of the public listener, as `X-Forwarded-Proto` reports it.
-pub const PUBLIC_SCHEME: &str = "http";
+/// The scheme of the public listener a request came in on, as
+/// `X-Forwarded-Proto` and `Forwarded: proto=` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// The plain listener (`--public-http`).
+    Http,
+    /// The TLS listener (`--public-https`).
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+}
 
 /// The request headers sent to the origin: hop-by-hop headers, headers named
 /// in `Connection`, `Host` (the head's authority carries it) and any client
@@ -42,6 +59,7 @@ pub fn forward_headers(
     authority: &str,
     client: SocketAddr,
     request_id: &str,
+    scheme: Scheme,
 ) -> HeaderList {
     let nominated = connection_named(
         headers
@@ -71,11 +89,11 @@ pub fn forward_headers(
     out.push(("x-forwarded-host".into(), authority.as_bytes().to_vec()));
     out.push((
         "x-forwarded-proto".into(),
-        PUBLIC_SCHEME.as_bytes().to_vec(),
+        scheme.as_str().as_bytes().to_vec(),
     ));
     out.push((
         "forwarded".into(),
-        forwarded(ip, &ip_text, authority).into_bytes(),
+        forwarded(ip, &ip_text, authority, scheme).into_bytes(),
     ));
     out.push((REQUEST_ID.into(), request_id.as_bytes().to_vec()));
     out
@@ -84,7 +102,7 @@ pub fn forward_headers(
 /// The RFC 7239 `Forwarded` value for one hop. An IPv6 address and a host
 /// with a port are quoted, as the RFC's grammar requires; the authority was
 /// validated before (no quotes or backslashes in it).
-fn forwarded(ip: IpAddr, ip_text: &str, authority: &str) -> String {
+fn forwarded(ip: IpAddr, ip_text: &str, authority: &str, scheme: Scheme) -> String {
     let mut out = String::with_capacity(32 + ip_text.len() + authority.len());
     out.push_str("for=");
     match ip {
@@ -104,7 +122,7 @@ fn forwarded(ip: IpAddr, ip_text: &str, authority: &str) -> String {
         out.push_str(authority);
     }
     out.push_str(";proto=");
-    out.push_str(PUBLIC_SCHEME);
+    out.push_str(scheme.as_str());
     out
 }
 
@@ -201,6 +219,7 @@ mod tests {
             "app.test:8080",
             "127.0.0.9:5555".parse().unwrap(),
             "rid",
+            Scheme::Http,
         );
         assert_eq!(get(&out, "x-forwarded-for"), ["127.0.0.9"]);
         assert_eq!(get(&out, "x-real-ip"), ["127.0.0.9"]);
@@ -228,7 +247,13 @@ mod tests {
         h.append("keep-alive", HeaderValue::from_static("timeout=5"));
         h.append("upgrade", HeaderValue::from_static("h2c"));
         h.append("x-kept", HeaderValue::from_static("3"));
-        let out = forward_headers(&h, "app.test", "127.0.0.9:5555".parse().unwrap(), "rid");
+        let out = forward_headers(
+            &h,
+            "app.test",
+            "127.0.0.9:5555".parse().unwrap(),
+            "rid",
+            Scheme::Http,
+        );
         let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
         for gone in ["connection", "x-secret", "x-other", "keep-alive", "upgrade"] {
             assert!(!names.contains(&gone), "{gone} in {names:?}");
@@ -260,11 +285,13 @@ mod tests {
             "app.test",
             "[::1]:5555".parse().unwrap(),
             "rid",
+            Scheme::Https,
         );
         assert_eq!(
             get(&out, "forwarded"),
-            ["for=\"[::1]\";host=app.test;proto=http"]
+            ["for=\"[::1]\";host=app.test;proto=https"]
         );
+        assert_eq!(get(&out, "x-forwarded-proto"), ["https"]);
         assert_eq!(get(&out, "x-forwarded-for"), ["::1"]);
     }
 }

@@ -6,7 +6,9 @@
 //! - [`limits`]: caps per tunnel, per client address and on pending
 //!   registrations, so a slow peer costs only its own tenant.
 //! - [`registry`]: live connections and the choice of one per request.
-//! - [`proxy`]: the public HTTP listener.
+//! - [`public`]: the public HTTP and HTTPS listeners (HTTP/1.1 and HTTP/2).
+//! - [`public_tls`]: HTTPS certificates by SNI from a watched directory.
+//! - [`proxy`]: a public request's way through a tunnel.
 //! - [`request_head`]: checks on a public request's head before it is forwarded.
 //! - [`forwarding`]: which headers cross the edge, and the forwarding headers it sets.
 //! - [`request_metrics`]: a request's metrics, kept true when its client leaves.
@@ -22,6 +24,8 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod public;
+pub mod public_tls;
 pub mod registry;
 pub mod request_head;
 pub mod request_metrics;
@@ -47,6 +51,8 @@ use crate::tunnels::{SharedTable, TunnelTable};
 
 /// How often the tunnels file is checked for changes.
 const TUNNELS_POLL: Duration = Duration::from_secs(1);
+/// How often the public certificate directory is checked for changes.
+const CERTS_POLL: Duration = Duration::from_secs(1);
 
 /// Runs the edge until SIGTERM or SIGINT, then drains.
 pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
@@ -73,6 +79,22 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
                 cfg.public_http
             )
         })?;
+    let public_https = match cfg.public_https {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind the public HTTPS listener on {addr}"))?,
+        ),
+        None => None,
+    };
+    let public_tls = match &cfg.public_cert_dir {
+        Some(dir) => Some(public_tls::PublicTls::load(
+            dir,
+            cfg.tls_handshake_timeout,
+            &metrics,
+        )?),
+        None => None,
+    };
     let admin = daemon::admin::bind(cfg.admin).await?;
 
     let drain = CancellationToken::new();
@@ -146,16 +168,40 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
         id_prefix: random_u64(),
         next_id: AtomicU64::new(0),
     });
-    public_tasks.spawn(proxy::serve_public(
-        public,
+    let server = Arc::new(public::PublicServer::new(
         proxy,
         cfg.max_connections,
         limits::Counter::new(cfg.max_connections_per_ip),
+        public::Http2Limits {
+            max_concurrent_streams: cfg.http2_max_concurrent_streams,
+            max_header_list_size: cfg.http2_max_header_list_size,
+        },
+    ));
+    let redirect_to = match (cfg.redirect_http_to_https, cfg.public_https) {
+        (true, Some(addr)) => Some(addr.port()),
+        _ => None,
+    };
+    public_tasks.spawn(server.clone().serve(
+        public,
+        public::Listener::Plain { redirect_to },
         drain.clone(),
         public_tasks.clone(),
     ));
+    if let (Some(listener), Some(tls)) = (public_https, public_tls) {
+        tokio::spawn(
+            tls.clone()
+                .watch(CERTS_POLL, metrics.clone(), drain.clone()),
+        );
+        public_tasks.spawn(server.serve(
+            listener,
+            public::Listener::Tls(tls),
+            drain.clone(),
+            public_tasks.clone(),
+        ));
+    }
 
     tracing::info!(version = %release.version, public_http = %cfg.public_http,
+        public_https = ?cfg.public_https,
         tunnel_listen = %cfg.tunnel_listen, admin = %cfg.admin, location = %cfg.location,
         edge_id = %cfg.edge_id, "edge started");
 

@@ -45,6 +45,19 @@ pub struct Metrics {
     pub pending_registrations: IntGauge,
     /// `edge_websockets_open{tunnel}`: upgraded WebSockets being relayed.
     pub websockets_open: IntGaugeVec,
+    /// `edge_public_requests_total{protocol, tls}`: public requests by HTTP
+    /// version and listener.
+    pub public_requests: IntCounterVec,
+    /// The four series of `public_requests`, looked up once: see
+    /// [`Metrics::public_request`].
+    public_request_series: [[IntCounter; 2]; 2],
+    /// `edge_tls_handshake_failures_total{reason}`.
+    pub tls_handshake_failures: IntCounterVec,
+    /// `edge_public_certificates`: certificate pairs served on the HTTPS listener.
+    pub certificates_loaded: IntGauge,
+    /// `edge_public_certificate_errors_total`: certificate pairs skipped as
+    /// unusable, and directory scans that failed.
+    pub cert_reload_errors: IntCounter,
 }
 
 /// The `limit` labels of `edge_limit_rejections_total`.
@@ -71,6 +84,14 @@ impl Metrics {
     pub fn new(version: &str) -> Self {
         let registry = Registry::new();
         daemon::metrics::register_build_info(&registry, "edge_build_info", version);
+        let public_requests = IntCounterVec::new(
+            Opts::new(
+                "edge_public_requests_total",
+                "Public requests by HTTP version (http1.1 includes 1.0) and whether they came over TLS.",
+            ),
+            &["protocol", "tls"],
+        )
+        .expect("valid metric");
         let m = Self {
             requests: IntCounterVec::new(
                 Opts::new(
@@ -175,6 +196,33 @@ impl Metrics {
                 "Connector QUIC connections accepted but not registered yet.",
             )
             .expect("valid metric"),
+            public_requests: public_requests.clone(),
+            public_request_series: [false, true].map(|h2| {
+                [false, true].map(|tls| {
+                    public_requests.with_label_values(&[
+                        if h2 { "h2" } else { "http1.1" },
+                        if tls { "true" } else { "false" },
+                    ])
+                })
+            }),
+            tls_handshake_failures: IntCounterVec::new(
+                Opts::new(
+                    "edge_tls_handshake_failures_total",
+                    "Failed TLS handshakes on the public HTTPS listener, by reason (no_certificate: no certificate for the SNI name, or no SNI).",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            certificates_loaded: IntGauge::new(
+                "edge_public_certificates",
+                "Certificate pairs served on the public HTTPS listener.",
+            )
+            .expect("valid metric"),
+            cert_reload_errors: IntCounter::new(
+                "edge_public_certificate_errors_total",
+                "Certificate pairs in the public certificate directory skipped as unusable, and failed scans of it.",
+            )
+            .expect("valid metric"),
             registry,
         };
         let r = &m.registry;
@@ -195,6 +243,10 @@ impl Metrics {
             Box::new(m.timeouts.clone()),
             Box::new(m.pending_registrations.clone()),
             Box::new(m.websockets_open.clone()),
+            Box::new(m.public_requests.clone()),
+            Box::new(m.tls_handshake_failures.clone()),
+            Box::new(m.certificates_loaded.clone()),
+            Box::new(m.cert_reload_errors.clone()),
         ] {
             r.register(c).expect("metric names are unique");
         }
@@ -214,6 +266,10 @@ impl Metrics {
         for stage in TIMEOUT_STAGES {
             m.timeouts.with_label_values(&[stage]);
         }
+        for reason in crate::public_tls::HandshakeFailure::ALL {
+            m.tls_handshake_failures
+                .with_label_values(&[reason.as_str()]);
+        }
         m
     }
 }
@@ -222,6 +278,13 @@ impl Metrics {
     /// Counts a request or connection refused by `limit` (one of [`LIMITS`]).
     pub fn limit_hit(&self, limit: &str) {
         self.limit_rejections.with_label_values(&[limit]).inc();
+    }
+
+    /// Counts a public request; a cheap clone-free lookup, as it runs for
+    /// every request.
+    pub fn public_request(&self, version: http::Version, tls: bool) {
+        let h2 = version == http::Version::HTTP_2;
+        self.public_request_series[usize::from(h2)][usize::from(tls)].inc();
     }
 
     /// Counts a wait that ran out at `stage` (one of [`TIMEOUT_STAGES`]).

@@ -1,4 +1,4 @@
-//! The public HTTP/1.1 listener: route each request by its Host header to a
+//! A public request's way through the edge: route it by its host to a
 //! tunnel, proxy it over a new QUIC stream on one of the tunnel's
 //! connections, and stream the answer back.
 
@@ -14,17 +14,12 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame as BodyFrame, Incoming};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tunnel::io::{BodyPart, BodyReader, IoError, read_response_head, write_data};
 use tunnel::message::{HeaderList, ResponseHead, StreamErrorKind};
 
-use crate::forwarding::connection_named;
-use crate::limits::{Counter, LimitError, RequestLimits, Slot};
+use crate::forwarding::{Scheme, connection_named};
+use crate::limits::{LimitError, RequestLimits, Slot};
 use crate::metrics::Metrics;
 use crate::registry::{ConnRegistry, InFlight};
 use crate::request_head::{ForwardHead, RequestError, head_from_parts};
@@ -137,13 +132,16 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         client: SocketAddr,
+        scheme: Scheme,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        self.metrics
+            .public_request(req.version(), scheme == Scheme::Https);
         let request_id = self.request_id();
         // Records the request even if this future is dropped at an .await
         // (the client disconnected).
         let mut record = RequestRecord::start(&self.metrics);
         let result = self
-            .forward(req, client, &request_id, &mut record.tunnel)
+            .forward(req, client, scheme, &request_id, &mut record.tunnel)
             .await;
         let mut resp = match result {
             Ok(resp) => resp,
@@ -168,11 +166,13 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         client: SocketAddr,
+        scheme: Scheme,
         request_id: &str,
         tunnel_label: &mut String,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if crate::websocket::is_websocket_upgrade(req.method(), req.headers()) {
-            return crate::websocket::forward(self, req, client, request_id, tunnel_label).await;
+            return crate::websocket::forward(self, req, client, scheme, request_id, tunnel_label)
+                .await;
         }
         // Checked (and sized against a tunnel frame) before anything else,
         // so a bad request never reaches a connector.
@@ -183,6 +183,7 @@ impl Proxy {
             !http_body::Body::is_end_stream(req.body()),
             client,
             request_id,
+            scheme,
         )?;
         let tunnel = self
             .table
@@ -458,7 +459,8 @@ pub(crate) fn empty_body() -> ProxyBody {
         .boxed_unsync()
 }
 
-fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
+/// A short plain-text answer from the edge itself.
+pub(crate) fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
     let body = format!(
         "{} {}: {text}\n",
         status.as_u16(),
@@ -507,92 +509,6 @@ fn chance(p: f64) -> bool {
         return false;
     }
     (u32::from_le_bytes(b) as f64 / u32::MAX as f64) < p
-}
-
-/// Accepts public connections until `drain` fires, then lets each connection
-/// finish its in-flight request and closes it (graceful shutdown). Past
-/// `max_connections` in all the edge stops accepting; past `per_ip`'s cap
-/// for one client address it answers 503 and closes at once, without
-/// reading the request, so one address cannot take every connection.
-pub async fn serve_public(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    max_connections: usize,
-    per_ip: Arc<Counter<std::net::IpAddr>>,
-    drain: CancellationToken,
-    tasks: TaskTracker,
-) {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let refusal_log = crate::limits::LogLimiter::new(Duration::from_secs(10));
-    let mut accept_backoff = Duration::from_millis(5);
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = drain.cancelled() => break,
-        };
-        let (stream, client) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => { accept_backoff = Duration::from_millis(5); x }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, don't spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(accept_backoff).await;
-                    accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-            _ = drain.cancelled() => break,
-        };
-        let Some(ip_slot) = per_ip.try_acquire(crate::limits::address_key(client.ip())) else {
-            proxy.metrics.limit_hit("connections_per_ip");
-            if let Some(suppressed) = refusal_log.allow() {
-                tracing::warn!(client = %client.ip(), suppressed,
-                    "connection refused: too many connections from this address");
-            }
-            // Best effort and never a wait: the socket buffer takes it.
-            let _ = stream.try_write(crate::limits::TOO_MANY_CONNECTIONS);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        crate::websocket::keepalive(&stream);
-        let client_io = crate::idle_io::WriteIdle::new(
-            stream,
-            proxy.limits.body_idle_timeout,
-            proxy
-                .metrics
-                .timeouts
-                .with_label_values(&["client_write_idle"]),
-        );
-        let proxy = proxy.clone();
-        let metrics = proxy.metrics.clone();
-        let service = hyper::service::service_fn(move |req| proxy.clone().handle(req, client));
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(TokioIo::new(client_io), service)
-            .with_upgrades();
-        metrics.public_connections.inc();
-        let drain = drain.clone();
-        tasks.spawn(async move {
-            // By hand, not GracefulShutdown::watch, which has no impl for a
-            // connection that can upgrade (WebSocket): on drain, finish the
-            // request in flight, then close.
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = drain.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(%client, error = %e, "public connection ended with an error");
-            }
-            metrics.public_connections.dec();
-            drop((permit, ip_slot));
-        });
-    }
-    drop(listener);
 }
 
 #[cfg(test)]

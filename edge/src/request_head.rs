@@ -13,7 +13,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use tunnel::codec::{self, FrameError};
 use tunnel::message::{RequestHead, StreamKind};
 
-use crate::forwarding::{forward_headers, socket_text};
+use crate::forwarding::{Scheme, forward_headers, socket_text};
 
 /// The longest host name (RFC 1035) in a Host header or request target.
 const MAX_HOST: usize = 253;
@@ -88,6 +88,7 @@ pub fn head_from_parts(
     has_body: bool,
     client: SocketAddr,
     request_id: &str,
+    scheme: Scheme,
 ) -> Result<ForwardHead, RequestError> {
     head_of_kind(
         StreamKind::Http,
@@ -97,6 +98,7 @@ pub fn head_from_parts(
         has_body,
         client,
         request_id,
+        scheme,
     )
 }
 
@@ -111,6 +113,7 @@ pub fn head_of_kind(
     has_body: bool,
     client: SocketAddr,
     request_id: &str,
+    scheme: Scheme,
 ) -> Result<ForwardHead, RequestError> {
     if method == Method::CONNECT {
         return Err(RequestError::Connect);
@@ -129,7 +132,7 @@ pub fn head_of_kind(
     let head = RequestHead {
         kind,
         method: method.as_str().to_owned(),
-        headers: forward_headers(headers, &authority, client, request_id),
+        headers: forward_headers(headers, &authority, client, request_id, scheme),
         authority,
         path,
         has_body: has_body || kind == StreamKind::WebSocket,
@@ -161,7 +164,7 @@ pub fn is_websocket_upgrade(method: &Method, headers: &HeaderMap) -> bool {
 
 /// The host the request is for. A Host header must be single and valid even
 /// when an absolute-form target overrides it (RFC 9110 §7.2, RFC 9112 §3.2.2).
-fn authority(uri: &Uri, headers: &HeaderMap) -> Result<String, RequestError> {
+pub(crate) fn authority(uri: &Uri, headers: &HeaderMap) -> Result<String, RequestError> {
     let mut hosts = headers.get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -260,6 +263,7 @@ mod tests {
             false,
             "127.0.0.9:5555".parse().unwrap(),
             "rid",
+            Scheme::Http,
         )
         .map(|f| f.head)
     }
@@ -345,6 +349,7 @@ mod tests {
             false,
             "127.0.0.9:5555".parse().unwrap(),
             "rid",
+            Scheme::Http,
         )
         .unwrap();
         assert_eq!(f.head.kind, StreamKind::WebSocket);

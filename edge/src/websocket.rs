@@ -22,6 +22,7 @@ use prometheus::IntGauge;
 use tunnel::io::{BodyReader, relay};
 use tunnel::message::{ResponseHead, StreamErrorKind, StreamKind};
 
+use crate::forwarding::Scheme;
 use crate::proxy::{Proxy, ProxyBody, ProxyError, response_body, to_header_map};
 use crate::request_head::{ForwardHead, head_of_kind};
 
@@ -51,6 +52,7 @@ pub(crate) async fn forward(
     proxy: &Proxy,
     mut req: Request<Incoming>,
     client: SocketAddr,
+    scheme: Scheme,
     request_id: &str,
     tunnel_label: &mut String,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -62,6 +64,7 @@ pub(crate) async fn forward(
         false,
         client,
         request_id,
+        scheme,
     )?;
     let tunnel = proxy
         .table

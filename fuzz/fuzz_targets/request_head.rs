@@ -15,6 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use tunnel::codec::{self, Frame, FrameError};
 use tunnel::message::is_hop_by_hop;
 
+use edge::forwarding::Scheme;
 use edge::request_head::{ForwardHead, head_from_parts};
 
 /// hyper's default limit on the number of request headers.
@@ -27,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let client: SocketAddr = "203.0.113.7:50123".parse().unwrap();
     let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
     let Ok(ForwardHead { head, .. }) =
-        head_from_parts(method, uri, headers, has_body, client, "fuzz-1")
+        head_from_parts(method, uri, headers, has_body, client, "fuzz-1", Scheme::Http)
     else {
         return;
     };

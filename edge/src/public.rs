@@ -1,0 +1,299 @@
+//! The public listeners: plain HTTP and, when configured, HTTPS. Both speak
+//! HTTP/1.1 and HTTP/2 (h2 by ALPN over TLS, h2c with prior knowledge on
+//! the plain listener) through hyper's auto builder, share one connection
+//! cap and one per-address cap, and drain gracefully (HTTP/2 connections get
+//! GOAWAY).
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::forwarding::Scheme;
+use crate::idle_io::WriteIdle;
+use crate::limits::{Counter, LogLimiter, Slot};
+use crate::proxy::{Proxy, ProxyBody};
+use crate::public_tls::PublicTls;
+
+/// How long a client has to send a complete HTTP/1.1 request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// HTTP/2 settings announced to every client.
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Limits {
+    /// Concurrent streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Largest header list a client may send.
+    pub max_header_list_size: u32,
+}
+
+/// What both listeners share: the proxy, the caps, the protocol settings.
+pub struct PublicServer {
+    /// Serves the requests.
+    pub proxy: Arc<Proxy>,
+    /// `--max-connections`, for both listeners together.
+    pub slots: Arc<Semaphore>,
+    /// `--max-connections-per-ip`, for both listeners together.
+    pub per_ip: Arc<Counter<IpAddr>>,
+    /// HTTP/1.1 and HTTP/2 settings.
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Throttles the log line about refused connections.
+    pub refusal_log: LogLimiter,
+}
+
+/// What a listener does with its connections.
+#[derive(Clone)]
+pub enum Listener {
+    /// Plain HTTP; with `Some(port)`, every request is redirected to HTTPS
+    /// on that port.
+    Plain {
+        /// `--redirect-http-to-https`: the HTTPS port.
+        redirect_to: Option<u16>,
+    },
+    /// TLS, then HTTP.
+    Tls(PublicTls),
+}
+
+impl PublicServer {
+    /// Shared state for both listeners.
+    pub fn new(
+        proxy: Arc<Proxy>,
+        max_connections: usize,
+        per_ip: Arc<Counter<IpAddr>>,
+        h2: Http2Limits,
+    ) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .max_header_list_size(h2.max_header_list_size)
+            // RFC 8441 extended CONNECT, for WebSocket over HTTP/2.
+            .enable_connect_protocol();
+        Self {
+            proxy,
+            slots: Arc::new(Semaphore::new(max_connections)),
+            per_ip,
+            builder: Arc::new(builder),
+            refusal_log: LogLimiter::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// Accepts connections until `drain` fires, then lets each connection
+    /// finish its in-flight requests and closes it (HTTP/1.1 after the
+    /// current response, HTTP/2 with GOAWAY). Past `--max-connections` in
+    /// all the edge stops accepting; past the per-address cap it refuses the
+    /// connection at once (plain HTTP: with a 503), without reading a
+    /// request, so one address cannot take every connection.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        kind: Listener,
+        drain: CancellationToken,
+        tasks: TaskTracker,
+    ) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut accept_backoff = Duration::from_millis(5);
+        loop {
+            let permit = tokio::select! {
+                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = drain.cancelled() => break,
+            };
+            let (stream, client) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => { accept_backoff = Duration::from_millis(5); x }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, don't spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(accept_backoff).await;
+                        accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+                _ = drain.cancelled() => break,
+            };
+            let Some(ip_slot) = self
+                .per_ip
+                .try_acquire(crate::limits::address_key(client.ip()))
+            else {
+                self.proxy.metrics.limit_hit("connections_per_ip");
+                if let Some(suppressed) = self.refusal_log.allow() {
+                    tracing::warn!(client = %client.ip(), suppressed,
+                        "connection refused: too many connections from this address");
+                }
+                if matches!(kind, Listener::Plain { .. }) {
+                    // Best effort and never a wait: the socket buffer takes
+                    // it. (Over TLS there is no plain text to send before a
+                    // handshake, which is what the cap saves.)
+                    let _ = stream.try_write(crate::limits::TOO_MANY_CONNECTIONS);
+                }
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            crate::websocket::keepalive(&stream);
+            let watcher = graceful.watcher();
+            let this = self.clone();
+            let kind = kind.clone();
+            let metrics = self.proxy.metrics.clone();
+            metrics.public_connections.inc();
+            tasks.spawn(async move {
+                this.connection(stream, client, kind, watcher).await;
+                metrics.public_connections.dec();
+                drop::<(OwnedSemaphorePermit, Slot<IpAddr>)>((permit, ip_slot));
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+    }
+
+    /// One connection's life: the TLS handshake if any, then HTTP.
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        client: SocketAddr,
+        kind: Listener,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let metrics = &self.proxy.metrics;
+        let io = WriteIdle::new(
+            stream,
+            self.proxy.limits.body_idle_timeout,
+            metrics.timeouts.with_label_values(&["client_write_idle"]),
+        );
+        let result = match kind {
+            Listener::Plain {
+                redirect_to: Some(port),
+            } => {
+                let proxy = self.proxy.clone();
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    std::future::ready(redirect(&proxy, &req, port))
+                });
+                let conn = self.builder.serve_connection(TokioIo::new(io), service);
+                watcher.watch(conn).await
+            }
+            Listener::Plain { redirect_to: None } => {
+                let proxy = self.proxy.clone();
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    proxy.clone().handle(req, client, Scheme::Http)
+                });
+                let conn = self
+                    .builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), service);
+                watcher.watch(conn).await
+            }
+            Listener::Tls(tls) => {
+                let tls_stream = match tls.accept(io).await {
+                    Ok(s) => s,
+                    Err(reason) => {
+                        metrics
+                            .tls_handshake_failures
+                            .with_label_values(&[reason.as_str()])
+                            .inc();
+                        tracing::debug!(%client, reason = reason.as_str(), "TLS handshake failed");
+                        return;
+                    }
+                };
+                let proxy = self.proxy.clone();
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    proxy.clone().handle(req, client, Scheme::Https)
+                });
+                let conn = self
+                    .builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                watcher.watch(conn).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%client, error = %e, "public connection ended with an error");
+        }
+    }
+}
+
+/// `308` to the same URL on https://; `400` for a request without a valid
+/// Host, as the proxy would answer it.
+fn redirect(
+    proxy: &Proxy,
+    req: &Request<Incoming>,
+    https_port: u16,
+) -> Result<Response<ProxyBody>, Infallible> {
+    proxy.metrics.public_request(req.version(), false);
+    let authority = match crate::request_head::authority(req.uri(), req.headers()) {
+        Ok(a) => a,
+        Err(e) => {
+            let (status, text) = e.response();
+            return Ok(crate::proxy::plain(status, text));
+        }
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = redirect_location(&authority, https_port, path);
+    let mut resp = crate::proxy::plain(StatusCode::PERMANENT_REDIRECT, "use https");
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            resp.headers_mut().insert(http::header::LOCATION, v);
+        }
+        // The authority was validated and the path came from hyper: this
+        // cannot happen, but a bad header must not panic.
+        Err(_) => return Ok(crate::proxy::plain(StatusCode::BAD_REQUEST, "bad request")),
+    }
+    Ok(resp)
+}
+
+/// `https://HOST[:PORT]PATH`: the authority's host without its port, the
+/// HTTPS port unless it is 443.
+fn redirect_location(authority: &str, https_port: u16, path: &str) -> String {
+    let host = match authority.strip_prefix('[') {
+        // `[v6]:port`: keep the brackets.
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, _)) => format!("[{v6}]"),
+            None => authority.to_owned(),
+        },
+        None => authority
+            .split_once(':')
+            .map_or(authority, |(h, _)| h)
+            .to_owned(),
+    };
+    let path = if path.starts_with('/') { path } else { "/" };
+    if https_port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{https_port}{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_keep_path_and_query_and_swap_the_port() {
+        let cases = [
+            ("app.test", 443, "/a?b=c", "https://app.test/a?b=c"),
+            ("app.test:8080", 443, "/", "https://app.test/"),
+            ("app.test:8080", 8443, "/x", "https://app.test:8443/x"),
+            ("[::1]:8080", 8443, "/", "https://[::1]:8443/"),
+            ("[::1]", 443, "/p", "https://[::1]/p"),
+            ("app.test", 443, "*", "https://app.test/"),
+        ];
+        for (authority, port, path, want) in cases {
+            assert_eq!(
+                redirect_location(authority, port, path),
+                want,
+                "{authority}"
+            );
+        }
+    }
+}
