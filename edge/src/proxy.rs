@@ -170,9 +170,17 @@ impl Proxy {
         request_id: &str,
         tunnel_label: &mut String,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        if crate::websocket::is_websocket_upgrade(req.method(), req.headers()) {
-            return crate::websocket::forward(self, req, client, scheme, request_id, tunnel_label)
-                .await;
+        if let Some(how) = crate::websocket::websocket_request(&req) {
+            return crate::websocket::forward(
+                self,
+                req,
+                how,
+                client,
+                scheme,
+                request_id,
+                tunnel_label,
+            )
+            .await;
         }
         // Checked (and sized against a tunnel frame) before anything else,
         // so a bad request never reaches a connector.

@@ -105,6 +105,7 @@ pub fn head_from_parts(
 /// [`head_from_parts`] for a stream of any kind. A WebSocket's head says a
 /// body follows (the bytes after the upgrade), so the connector never looks
 /// for the end of the stream right after the head.
+#[allow(clippy::too_many_arguments)] // the parts of a request head, each one distinct
 pub fn head_of_kind(
     kind: StreamKind,
     method: &Method,

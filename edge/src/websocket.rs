@@ -14,8 +14,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::header::{CONNECTION, HeaderValue, UPGRADE};
-use http::{Request, Response, StatusCode};
+use http::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus::IntGauge;
@@ -47,25 +47,68 @@ pub fn keepalive(stream: &tokio::net::TcpStream) {
     }
 }
 
-/// Forwards an upgrade request (see [`is_websocket_upgrade`]).
+/// How a client asks for a WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// HTTP/1.1 `GET` with `Upgrade: websocket`: answered 101.
+    Http1,
+    /// HTTP/2 extended CONNECT with `:protocol websocket` (RFC 8441):
+    /// answered 200, and the HTTP/2 stream carries the bytes.
+    ExtendedConnect,
+}
+
+/// Whether (and how) a request asks for a WebSocket.
+pub fn websocket_request<B>(req: &Request<B>) -> Option<Handshake> {
+    if req.method() == Method::CONNECT {
+        // hyper sets the protocol only on HTTP/2 extended CONNECT.
+        return req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .filter(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+            .map(|_| Handshake::ExtendedConnect);
+    }
+    is_websocket_upgrade(req.method(), req.headers()).then_some(Handshake::Http1)
+}
+
+/// Forwards a WebSocket request (see [`websocket_request`]). The origin
+/// always gets an HTTP/1.1 upgrade: for extended CONNECT the edge makes it
+/// a `GET` with a `Sec-WebSocket-Key` of its own, answers the client 200
+/// (not 101) on the origin's 101, and drops `Sec-WebSocket-Accept`.
 pub(crate) async fn forward(
     proxy: &Proxy,
     mut req: Request<Incoming>,
+    handshake: Handshake,
     client: SocketAddr,
     scheme: Scheme,
     request_id: &str,
     tunnel_label: &mut String,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let ForwardHead { head, frame } = head_of_kind(
-        StreamKind::WebSocket,
-        req.method(),
-        req.uri(),
-        req.headers(),
-        false,
-        client,
-        request_id,
-        scheme,
-    )?;
+    let ForwardHead { head, frame } = match handshake {
+        Handshake::Http1 => head_of_kind(
+            StreamKind::WebSocket,
+            req.method(),
+            req.uri(),
+            req.headers(),
+            false,
+            client,
+            request_id,
+            scheme,
+        )?,
+        Handshake::ExtendedConnect => {
+            let mut headers = req.headers().clone();
+            headers.insert(SEC_WEBSOCKET_KEY, new_key());
+            head_of_kind(
+                StreamKind::WebSocket,
+                &Method::GET,
+                req.uri(),
+                &headers,
+                false,
+                client,
+                request_id,
+                scheme,
+            )?
+        }
+    };
     let tunnel = proxy
         .table
         .current()
@@ -126,14 +169,57 @@ pub(crate) async fn forward(
         }
         drop(guard);
     });
+    let mut map = to_header_map(headers);
+    let status = match handshake {
+        Handshake::Http1 => {
+            // Hop-by-hop: the stream kind carried them; put them back.
+            map.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            map.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            StatusCode::SWITCHING_PROTOCOLS
+        }
+        Handshake::ExtendedConnect => {
+            // RFC 8441 §5: 200, and the accept answers the edge's key, not
+            // anything the client sent.
+            map.remove(SEC_WEBSOCKET_ACCEPT);
+            StatusCode::OK
+        }
+    };
     let mut resp = Response::new(crate::proxy::empty_body());
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let map = resp.headers_mut();
-    *map = to_header_map(headers);
-    // Hop-by-hop: the stream kind carried them; put them back for the client.
-    map.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    map.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = map;
     Ok(resp)
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1).
+fn new_key() -> HeaderValue {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut nonce = [0u8; 16];
+    // A key only has to differ between handshakes; if the system's random
+    // source ever failed, a fixed one still makes a valid handshake.
+    let _ = SystemRandom::new().fill(&mut nonce);
+    HeaderValue::from_str(&base64(&nonce)).expect("base64 is a valid header value")
+}
+
+/// Standard base64 with padding.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// `edge_websockets_open{tunnel}` up while this lives; down however the
@@ -150,5 +236,48 @@ impl OpenGauge {
 impl Drop for OpenGauge {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), want);
+        }
+        assert_eq!(new_key().len(), 24);
+    }
+
+    #[test]
+    fn websocket_requests_by_version() {
+        let mut h1 = Request::get("/chat")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert_eq!(websocket_request(&h1), Some(Handshake::Http1));
+        h1.headers_mut().remove("upgrade");
+        assert_eq!(websocket_request(&h1), None);
+
+        let mut connect = Request::connect("https://a.example/chat").body(()).unwrap();
+        assert_eq!(websocket_request(&connect), None, "plain CONNECT");
+        connect
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        assert_eq!(
+            websocket_request(&connect),
+            Some(Handshake::ExtendedConnect)
+        );
     }
 }
