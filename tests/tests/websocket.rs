@@ -262,7 +262,12 @@ async fn websockets_through_the_tunnel() {
         );
     }
 
-    // Every WebSocket is a request with status 101 on both sides.
+    // 7. HTTP/2 extended CONNECT (RFC 8441) on the plain listener (h2c):
+    // answered 200, then WebSocket frames both ways over the h2 stream.
+    h2_websocket_echo(s.edge.public).await;
+
+    // Every WebSocket is a request with status 101 at the connector; at the
+    // edge the HTTP/1.1 ones are 101s and the HTTP/2 one a 200.
     let upgraded = (4 + MANY) as f64;
     let edge_1xx = metrics::sum(
         &s.edge.metrics().await,
@@ -279,7 +284,81 @@ async fn websockets_through_the_tunnel() {
         &[("status_class", "1xx")],
     );
     assert_eq!(
-        connector_1xx, upgraded,
+        connector_1xx,
+        upgraded + 1.0,
         "connector_requests_total{{status_class=\"1xx\"}}"
     );
+}
+
+/// A WebSocket over HTTP/2 by hand: extended CONNECT with `:protocol
+/// websocket`, then one masked text frame out, its echo back, and a close.
+async fn h2_websocket_echo(edge: SocketAddr) {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::io::AsyncReadExt;
+
+    let tcp = tokio::net::TcpStream::connect(edge).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tcp))
+        .await
+        .expect("h2c prior-knowledge handshake with the edge");
+    let conn = tokio::spawn(conn);
+    // One plain request first: the edge's SETTINGS (with
+    // ENABLE_CONNECT_PROTOCOL) have then surely arrived.
+    let plain = http::Request::get(format!("http://{HOST}/plain200"))
+        .body(Empty::new())
+        .unwrap();
+    sender.send_request(plain).await.expect("h2 GET");
+    let mut req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{HOST}/echo"))
+        .header("sec-websocket-version", "13")
+        .body(Empty::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let resp = sender
+        .send_request(req)
+        .await
+        .expect("extended CONNECT through the edge");
+    assert_eq!(resp.status(), 200, "RFC 8441 answers 200: {resp:?}");
+    assert!(
+        !resp.headers().contains_key("sec-websocket-accept"),
+        "the accept answers the edge's key, not the client's: {resp:?}"
+    );
+    let mut ws = TokioIo::new(hyper::upgrade::on(resp).await.expect("h2 stream upgraded"));
+
+    let payload = b"hello over h2";
+    ws.write_all(&masked_frame(0x1, payload)).await.unwrap();
+    let mut head = [0u8; 2];
+    ws.read_exact(&mut head).await.unwrap();
+    assert_eq!(
+        head,
+        [0x81, payload.len() as u8],
+        "an unmasked final text frame"
+    );
+    let mut echoed = vec![0u8; payload.len()];
+    ws.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(echoed, payload);
+
+    ws.write_all(&masked_frame(0x8, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    ws.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], 0x88, "the origin answers the close");
+    let mut rest = vec![0u8; usize::from(head[1])];
+    ws.read_exact(&mut rest).await.unwrap();
+    drop(ws);
+    drop(sender);
+    conn.abort();
+}
+
+/// A client frame (short payload, fixed mask).
+fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
 }
