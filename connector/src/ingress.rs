@@ -32,7 +32,8 @@ pub struct RuleConfig {
     /// Regular expression matched against the request path; absent matches every path.
     #[serde(default)]
     pub path: Option<String>,
-    /// `http://HOST:PORT`, `https://HOST:PORT`, `unix:/PATH` or `http_status:NNN`.
+    /// `http://HOST:PORT`, `https://HOST:PORT`, `ws://HOST:PORT` (as
+    /// http), `wss://HOST:PORT` (as https), `unix:/PATH` or `http_status:NNN`.
     pub service: String,
     /// Origin options for this rule, over the top-level `origin_request`.
     #[serde(default)]
@@ -294,18 +295,22 @@ fn parse_service(text: &str) -> Result<Service, String> {
     }
     let Some((scheme, rest)) = t.split_once("://") else {
         return Err(format!(
-            "service `{t}` is not a URL: use http://HOST:PORT, https://HOST:PORT, unix:/PATH or http_status:NNN"
+            "service `{t}` is not a URL: use http://HOST:PORT, https://HOST:PORT, ws://HOST:PORT, wss://HOST:PORT, unix:/PATH or http_status:NNN"
         ));
     };
-    match scheme {
-        "http" | "https" => {}
-        "tcp" | "ssh" | "rdp" | "ws" | "wss" => {
+    // A WebSocket origin is an HTTP origin that answers the upgrade:
+    // `ws://` is dialled as `http://`, `wss://` as `https://`, and plain
+    // requests matched by the rule go there too.
+    let scheme = match scheme {
+        "http" | "ws" => "http",
+        "https" | "wss" => "https",
+        "tcp" | "ssh" | "rdp" => {
             return Err(format!(
                 "service `{t}`: `{scheme}://` services are not supported by this connector yet; use http:// or https://"
             ));
         }
         other => return Err(format!("service `{t}`: unknown scheme `{other}`")),
-    }
+    };
     let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
     if authority.is_empty() {
         return Err(format!("service `{t}` has no host"));
@@ -348,6 +353,9 @@ mod tests {
             ),
             ("http_status:404", "http_status:404"),
             ("unix:/run/app.sock", "unix:/run/app.sock"),
+            // WebSocket origins are HTTP origins that answer the upgrade.
+            ("ws://127.0.0.1:8000", "http://127.0.0.1:8000"),
+            ("wss://origin.internal:8443", "https://origin.internal:8443"),
         ];
         for (input, shown) in ok {
             assert_eq!(parse_service(input).unwrap().to_string(), shown);
@@ -361,6 +369,8 @@ mod tests {
             "http_status:abc",
             "unix:rel.sock",
             "tcp://127.0.0.1:22",
+            "ws://a/b",
+            "wss://",
         ] {
             assert!(parse_service(bad).is_err(), "{bad}");
         }

@@ -21,6 +21,7 @@ pub mod stream;
 pub mod supervisor;
 pub mod target;
 pub mod upload;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -32,6 +32,8 @@ pub struct Metrics {
     /// what the edge sent (a target that is not origin-form, a dot-segment,
     /// a stalled or aborted request body).
     pub bad_requests: IntCounterVec,
+    /// `connector_websockets_open{tunnel}`: upgraded WebSockets being relayed.
+    pub websockets_open: IntGaugeVec,
 }
 
 impl Metrics {
@@ -61,6 +63,14 @@ impl Metrics {
             .expect("valid metric"),
             in_flight: IntGauge::new("connector_streams_in_flight", "Streams being served.")
                 .expect("valid metric"),
+            websockets_open: IntGaugeVec::new(
+                Opts::new(
+                    "connector_websockets_open",
+                    "Upgraded WebSockets being relayed to origins, by tunnel.",
+                ),
+                &["tunnel"],
+            )
+            .expect("valid metric"),
             tunnel_connections: IntGaugeVec::new(
                 Opts::new(
                     "connector_tunnel_connections",
@@ -112,6 +122,7 @@ impl Metrics {
             Box::new(m.origin_errors.clone()),
             Box::new(m.drains.clone()),
             Box::new(m.bad_requests.clone()),
+            Box::new(m.websockets_open.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

@@ -194,6 +194,8 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct OriginClient {
     client: Client<Dialer, RequestBody>,
+    /// The client's dialer, for connections of their own (WebSocket).
+    dialer: Dialer,
     scheme: Scheme,
     authority: Authority,
     http2: bool,
@@ -272,9 +274,10 @@ impl OriginClient {
             // h2 (gRPC) would fail on it in a less clear way.
             builder.http2_only(true);
         }
-        let client = builder.build(dialer);
+        let client = builder.build(dialer.clone());
         Ok(Self {
             client,
+            dialer,
             scheme,
             authority,
             http2: o.http2_origin,
@@ -301,6 +304,16 @@ impl OriginClient {
     /// Whether this client speaks HTTP/2 to the origin (`http2_origin`).
     pub fn http2(&self) -> bool {
         self.http2
+    }
+
+    /// A new connection to the rule's origin, never one from the pool, with
+    /// the client's connect timeout, TCP keep-alive and TLS settings: for a
+    /// WebSocket upgrade, which takes the connection over for good.
+    pub async fn connect_own(
+        &self,
+    ) -> Result<impl hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static, ConnectError>
+    {
+        tower_service::Service::call(&mut self.dialer.clone(), Uri::default()).await
     }
 
     /// Sends a request built with [`OriginClient::uri`].

@@ -11,7 +11,9 @@ use quinn::{RecvStream, SendStream};
 use tunnel::codec::Frame;
 use tunnel::hostname;
 use tunnel::io::{BodyReader, read_request_head, write_data, write_frame};
-use tunnel::message::{HeaderList, RequestHead, ResponseHead, StreamErrorKind, Trailers};
+use tunnel::message::{
+    HeaderList, RequestHead, ResponseHead, StreamErrorKind, StreamKind, Trailers,
+};
 
 use crate::ingress::{Ingress, Service};
 use crate::metrics::Metrics;
@@ -85,6 +87,21 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
             let Some(client) = ctx.origins.get(index) else {
                 return;
             };
+            if head.kind == StreamKind::WebSocket {
+                let status = crate::websocket::proxy(
+                    &ctx,
+                    client,
+                    &rule.origin,
+                    head,
+                    &target,
+                    send,
+                    recv,
+                    started,
+                )
+                .await;
+                count(&ctx, status);
+                return;
+            }
             proxy(
                 &ctx,
                 client,
@@ -241,7 +258,7 @@ async fn proxy(
 }
 
 /// The origin's headers for the tunnel; `keep` says which.
-fn header_list(headers: &http::HeaderMap, keep: impl Fn(&str) -> bool) -> HeaderList {
+pub(crate) fn header_list(headers: &http::HeaderMap, keep: impl Fn(&str) -> bool) -> HeaderList {
     let mut list = Vec::with_capacity(headers.len());
     for (n, v) in headers {
         let name = n.as_str();
@@ -342,7 +359,7 @@ async fn upload_ended(
     answer_error(ctx, send, StreamErrorKind::BadRequest).await
 }
 
-async fn answer_error(
+pub(crate) async fn answer_error(
     ctx: &StreamContext,
     send: &mut SendStream,
     kind: StreamErrorKind,

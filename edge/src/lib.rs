@@ -30,6 +30,7 @@ pub mod registry;
 pub mod request_head;
 pub mod request_metrics;
 pub mod tunnels;
+pub mod websocket;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub timeouts: IntCounterVec,
     /// `edge_pending_registrations`: QUIC connections not registered yet.
     pub pending_registrations: IntGauge,
+    /// `edge_websockets_open{tunnel}`: upgraded WebSockets being relayed.
+    pub websockets_open: IntGaugeVec,
     /// `edge_public_requests_total{protocol, tls}`: public requests by HTTP
     /// version and listener.
     pub public_requests: IntCounterVec,
@@ -143,6 +145,14 @@ impl Metrics {
                 "Tunnels file changes that were invalid and not applied.",
             )
             .expect("valid metric"),
+            websockets_open: IntGaugeVec::new(
+                Opts::new(
+                    "edge_websockets_open",
+                    "Upgraded WebSockets being relayed, by tunnel.",
+                ),
+                &["tunnel"],
+            )
+            .expect("valid metric"),
             public_connections: IntGauge::new(
                 "edge_public_connections",
                 "Open public TCP connections.",
@@ -232,6 +242,7 @@ impl Metrics {
             Box::new(m.limit_rejections.clone()),
             Box::new(m.timeouts.clone()),
             Box::new(m.pending_registrations.clone()),
+            Box::new(m.websockets_open.clone()),
             Box::new(m.public_requests.clone()),
             Box::new(m.tls_handshake_failures.clone()),
             Box::new(m.certificates_loaded.clone()),

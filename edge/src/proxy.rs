@@ -171,6 +171,18 @@ impl Proxy {
         request_id: &str,
         tunnel_label: &mut String,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        if let Some(how) = crate::websocket::websocket_request(&req) {
+            return crate::websocket::forward(
+                self,
+                req,
+                how,
+                client,
+                scheme,
+                request_id,
+                tunnel_label,
+            )
+            .await;
+        }
         // Checked (and sized against a tunnel frame) before anything else,
         // so a bad request never reaches a connector.
         let ForwardHead { head, frame } = head_from_parts(
@@ -281,7 +293,7 @@ impl Proxy {
     /// request slot is taken first: past `--max-requests-per-tunnel` the
     /// request gets 503 before it can wait on anything. A connector that
     /// grants no stream within `--stream-open-timeout` gets the request 504.
-    async fn open_stream(
+    pub(crate) async fn open_stream(
         &self,
         tunnel: &tunnel::token::TunnelId,
     ) -> Result<(StreamGuard, quinn::SendStream, quinn::RecvStream), ProxyError> {
@@ -328,7 +340,7 @@ impl Proxy {
 
     /// Writes the request head; a connector that does not take it within
     /// `--stream-open-timeout` (no flow-control credit) gets the request 504.
-    async fn write_head(
+    pub(crate) async fn write_head(
         &self,
         send: &mut quinn::SendStream,
         recv: &mut quinn::RecvStream,
@@ -351,7 +363,7 @@ impl Proxy {
     /// flows (a stalled upload is the body idle timeout's business). A head
     /// that comes before the upload ends (an early 413, an echo) is taken
     /// at once.
-    async fn response_head(
+    pub(crate) async fn response_head(
         &self,
         recv: &mut quinn::RecvStream,
         upload: Option<JoinHandle<Result<(), LimitError>>>,
@@ -448,7 +460,7 @@ async fn pump_request(
 /// The response body, read from the stream as the client takes it. A
 /// connector that sends nothing for `idle` in the middle of a body gets its
 /// stream stopped, and the client sees the body cut off (not a clean end).
-fn response_body(
+pub(crate) fn response_body(
     reader: BodyReader,
     guard: StreamGuard,
     idle: Duration,
@@ -492,7 +504,7 @@ fn trailer_list(trailers: &HeaderMap) -> HeaderList {
 /// Builds a header map, leaving out hop-by-hop headers, headers the origin
 /// named in `Connection`, and any that are not valid HTTP (a peer bug must
 /// not break the response).
-fn to_header_map(list: HeaderList) -> HeaderMap {
+pub(crate) fn to_header_map(list: HeaderList) -> HeaderMap {
     let nominated = connection_named(
         list.iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
@@ -516,6 +528,13 @@ fn to_header_map(list: HeaderList) -> HeaderMap {
         }
     }
     map
+}
+
+/// An empty body (a 101's).
+pub(crate) fn empty_body() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A short plain-text answer from the edge itself.

@@ -152,6 +152,7 @@ impl PublicServer {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            crate::websocket::keepalive(&stream);
             let watcher = graceful.watcher();
             let this = self.clone();
             let kind = kind.clone();

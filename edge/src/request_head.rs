@@ -8,7 +8,7 @@
 use std::net::{Ipv6Addr, SocketAddr};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderName, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use tunnel::codec::{self, FrameError};
 use tunnel::message::{RequestHead, StreamKind};
@@ -90,6 +90,32 @@ pub fn head_from_parts(
     request_id: &str,
     scheme: Scheme,
 ) -> Result<ForwardHead, RequestError> {
+    head_of_kind(
+        StreamKind::Http,
+        method,
+        uri,
+        headers,
+        has_body,
+        client,
+        request_id,
+        scheme,
+    )
+}
+
+/// [`head_from_parts`] for a stream of any kind. A WebSocket's head says a
+/// body follows (the bytes after the upgrade), so the connector never looks
+/// for the end of the stream right after the head.
+#[allow(clippy::too_many_arguments)] // the parts of a request head, each one distinct
+pub fn head_of_kind(
+    kind: StreamKind,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    has_body: bool,
+    client: SocketAddr,
+    request_id: &str,
+    scheme: Scheme,
+) -> Result<ForwardHead, RequestError> {
     if method == Method::CONNECT {
         return Err(RequestError::Connect);
     }
@@ -105,17 +131,36 @@ pub fn head_from_parts(
         None => "/".into(),
     };
     let head = RequestHead {
-        kind: StreamKind::Http,
+        kind,
         method: method.as_str().to_owned(),
         headers: forward_headers(headers, &authority, client, request_id, scheme),
         authority,
         path,
-        has_body,
+        has_body: has_body || kind == StreamKind::WebSocket,
         client_addr: socket_text(client),
         request_id: request_id.to_owned(),
     };
     let frame = encode_checked(&head)?;
     Ok(ForwardHead { head, frame })
+}
+
+/// Whether an HTTP/1.1 request asks for a WebSocket: `GET` with `upgrade`
+/// among the `Connection` tokens and `websocket` among the `Upgrade`
+/// protocols (RFC 6455 §4.1; names case-insensitive, lists comma-separated,
+/// over any number of header lines).
+pub fn is_websocket_upgrade(method: &Method, headers: &HeaderMap) -> bool {
+    fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+        headers.get_all(name).iter().any(|v| {
+            v.as_bytes().split(|b| *b == b',').any(|t| {
+                // `Upgrade` may name a version (`websocket/13`): the name counts.
+                let t = t.split(|b| *b == b'/').next().unwrap_or_default();
+                t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())
+            })
+        })
+    }
+    method == Method::GET
+        && has_token(headers, CONNECTION, "upgrade")
+        && has_token(headers, UPGRADE, "websocket")
 }
 
 /// The host the request is for. A Host header must be single and valid even
@@ -222,6 +267,102 @@ mod tests {
             Scheme::Http,
         )
         .map(|f| f.head)
+    }
+
+    /// Method, headers, and whether that is a WebSocket upgrade.
+    type UpgradeCase<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+
+    #[test]
+    fn websocket_upgrades_are_recognised_by_their_tokens() {
+        let cases: &[UpgradeCase] = &[
+            (
+                "GET",
+                &[("connection", "Upgrade"), ("upgrade", "websocket")],
+                true,
+            ),
+            (
+                "GET",
+                &[
+                    ("connection", "keep-alive, UPGRADE"),
+                    ("upgrade", "WebSocket"),
+                ],
+                true,
+            ),
+            (
+                "GET",
+                &[
+                    ("connection", "keep-alive"),
+                    ("connection", "upgrade"),
+                    ("upgrade", "h2c, websocket/13"),
+                ],
+                true,
+            ),
+            (
+                "POST",
+                &[("connection", "upgrade"), ("upgrade", "websocket")],
+                false,
+            ),
+            ("GET", &[("upgrade", "websocket")], false),
+            (
+                "GET",
+                &[("connection", "upgrade"), ("upgrade", "h2c")],
+                false,
+            ),
+            (
+                "GET",
+                &[("connection", "upgraded"), ("upgrade", "websocket")],
+                false,
+            ),
+            (
+                "GET",
+                &[("connection", "upgrade"), ("upgrade", "websockets")],
+                false,
+            ),
+        ];
+        for (method, headers, want) in cases {
+            let mut map = HeaderMap::new();
+            for (n, v) in *headers {
+                map.append(
+                    http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            let got = is_websocket_upgrade(&method.parse().unwrap(), &map);
+            assert_eq!(got, *want, "{method} {headers:?}");
+        }
+    }
+
+    #[test]
+    fn a_websocket_head_has_its_kind_and_a_body_and_no_upgrade_headers() {
+        let mut map = HeaderMap::new();
+        map.insert(HOST, HeaderValue::from_static("a.example"));
+        map.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        map.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        map.insert(
+            "sec-websocket-key",
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        let f = head_of_kind(
+            StreamKind::WebSocket,
+            &Method::GET,
+            &"/chat".parse().unwrap(),
+            &map,
+            false,
+            "127.0.0.9:5555".parse().unwrap(),
+            "rid",
+            Scheme::Http,
+        )
+        .unwrap();
+        assert_eq!(f.head.kind, StreamKind::WebSocket);
+        assert!(f.head.has_body);
+        let names: Vec<&str> = f.head.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"sec-websocket-key"), "{names:?}");
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case("upgrade") || n.eq_ignore_ascii_case("connection")),
+            "{names:?}"
+        );
     }
 
     /// Request target, headers, and the authority (or refusal) expected.

@@ -11,6 +11,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use quinn::{RecvStream, SendStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::codec::{self, Frame, FrameError, FrameHeader, FrameType, HEADER_LEN, MAX_PAYLOAD};
 use crate::message::{ControlMessage, RequestHead, ResponseHead, Trailers};
@@ -293,4 +294,86 @@ pub fn drain_arrived(recv: &mut RecvStream, limit: usize) -> bool {
             Poll::Ready(Err(_)) | Poll::Pending => return false,
         }
     }
+}
+
+/// The most bytes [`relay`] reads from its peer at once.
+const RELAY_BUFFER: usize = 16 * 1024;
+
+/// Why a relay ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The tunnel stream failed or was reset.
+    #[error("tunnel stream: {0}")]
+    Tunnel(#[from] IoError),
+    /// The upgraded connection failed.
+    #[error("upgraded connection: {0}")]
+    Peer(#[from] std::io::Error),
+    /// The peer sent trailers, which a WebSocket cannot carry.
+    #[error("the tunnel peer sent trailers on a WebSocket")]
+    Trailers,
+}
+
+/// Relays an upgraded connection (a WebSocket) and a tunnel stream: bytes
+/// both ways as data frames, with backpressure on each side and half-close:
+/// the peer's end of stream shuts down `peer_write`, `peer_read`'s EOF
+/// finishes the stream. Ends when both directions are done, or at the first
+/// error (then the stream is reset and stopped with `code`, and the caller
+/// drops the peer's connection). No timer: an idle relay stays open.
+pub async fn relay<R, W>(
+    mut tunnel_in: BodyReader,
+    mut tunnel_out: SendStream,
+    mut peer_read: R,
+    mut peer_write: W,
+    code: u32,
+) -> Result<(), RelayError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let result = {
+        let up = async {
+            while let Some(part) = tunnel_in.next().await? {
+                match part {
+                    BodyPart::Data(b) => peer_write.write_all(&b).await?,
+                    BodyPart::Trailers(_) => return Err(RelayError::Trailers),
+                }
+            }
+            peer_write.shutdown().await?;
+            Ok::<(), RelayError>(())
+        };
+        let down = async {
+            let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
+            loop {
+                buf.reserve(RELAY_BUFFER);
+                if peer_read.read_buf(&mut buf).await? == 0 {
+                    break;
+                }
+                write_data(&mut tunnel_out, buf.split().freeze()).await?;
+            }
+            tunnel_out.finish().map_err(IoError::from)?;
+            Ok::<(), RelayError>(())
+        };
+        both(up, down).await
+    };
+    if result.is_err() {
+        let _ = tunnel_out.reset(quinn::VarInt::from_u32(code));
+        tunnel_in.stop(code);
+    }
+    result
+}
+
+/// Runs both futures to the end, or until the first error.
+async fn both<E>(
+    a: impl std::future::Future<Output = Result<(), E>>,
+    b: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), E> {
+    tokio::pin!(a, b);
+    let (mut a_done, mut b_done) = (false, false);
+    while !(a_done && b_done) {
+        tokio::select! {
+            r = &mut a, if !a_done => { r?; a_done = true; }
+            r = &mut b, if !b_done => { r?; b_done = true; }
+        }
+    }
+    Ok(())
 }
