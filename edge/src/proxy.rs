@@ -3,7 +3,6 @@
 //! connections, and stream the answer back.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +21,7 @@ use tunnel::message::{HeaderList, ResponseHead, StreamErrorKind, Trailers};
 use crate::forwarding::{Scheme, connection_named};
 use crate::limits::{LimitError, RequestLimits, Slot};
 use crate::metrics::Metrics;
+use crate::public::PublicConnection;
 use crate::registry::{ConnRegistry, InFlight};
 use crate::request_head::{ForwardHead, RequestError, head_from_parts};
 use crate::request_metrics::RequestRecord;
@@ -132,17 +132,16 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        client: SocketAddr,
-        scheme: Scheme,
+        conn: Arc<PublicConnection>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         self.metrics
-            .public_request(req.version(), scheme == Scheme::Https);
+            .public_request(req.version(), conn.scheme == Scheme::Https);
         let request_id = self.request_id();
         // Records the request even if this future is dropped at an .await
         // (the client disconnected).
         let mut record = RequestRecord::start(&self.metrics);
         let result = self
-            .forward(req, client, scheme, &request_id, &mut record.tunnel)
+            .forward(req, &conn, &request_id, &mut record.tunnel)
             .await;
         let mut resp = match result {
             Ok(resp) => resp,
@@ -166,22 +165,12 @@ impl Proxy {
     async fn forward(
         &self,
         req: Request<Incoming>,
-        client: SocketAddr,
-        scheme: Scheme,
+        conn: &Arc<PublicConnection>,
         request_id: &str,
         tunnel_label: &mut String,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if let Some(how) = crate::websocket::websocket_request(&req) {
-            return crate::websocket::forward(
-                self,
-                req,
-                how,
-                client,
-                scheme,
-                request_id,
-                tunnel_label,
-            )
-            .await;
+            return crate::websocket::forward(self, req, how, conn, request_id, tunnel_label).await;
         }
         // Checked (and sized against a tunnel frame) before anything else,
         // so a bad request never reaches a connector.
@@ -190,9 +179,9 @@ impl Proxy {
             req.uri(),
             req.headers(),
             !http_body::Body::is_end_stream(req.body()),
-            client,
+            conn.client,
             request_id,
-            scheme,
+            conn.scheme,
         )?;
         let tunnel = self
             .table

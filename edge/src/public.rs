@@ -14,6 +14,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus::IntGauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -156,13 +157,16 @@ impl PublicServer {
             let watcher = graceful.watcher();
             let this = self.clone();
             let kind = kind.clone();
-            let metrics = self.proxy.metrics.clone();
-            metrics.public_connections.inc();
-            tasks.spawn(async move {
-                this.connection(stream, client, kind, watcher).await;
-                metrics.public_connections.dec();
-                drop::<(OwnedSemaphorePermit, Slot<IpAddr>)>((permit, ip_slot));
-            });
+            let conn = PublicConnection::new(
+                client,
+                match kind {
+                    Listener::Plain { .. } => Scheme::Http,
+                    Listener::Tls(_) => Scheme::Https,
+                },
+                (permit, ip_slot),
+                self.proxy.metrics.public_connections.clone(),
+            );
+            tasks.spawn(this.connection(stream, kind, watcher, conn));
         }
         drop(listener);
         graceful.shutdown().await;
@@ -172,10 +176,11 @@ impl PublicServer {
     async fn connection(
         self: Arc<Self>,
         stream: TcpStream,
-        client: SocketAddr,
         kind: Listener,
         watcher: hyper_util::server::graceful::Watcher,
+        conn: Arc<PublicConnection>,
     ) {
+        let client = conn.client;
         let metrics = &self.proxy.metrics;
         // h2c with prior knowledge starts with the HTTP/2 preface; anything
         // else is HTTP/1.1. Over TLS, ALPN says which (below).
@@ -217,7 +222,7 @@ impl PublicServer {
             Listener::Plain { redirect_to: None } => {
                 let proxy = self.proxy.clone();
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    proxy.clone().handle(req, client, Scheme::Http)
+                    proxy.clone().handle(req, conn.clone())
                 });
                 let builder = if plain_h2 { &self.http2 } else { &self.http1 };
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -237,7 +242,7 @@ impl PublicServer {
                 };
                 let proxy = self.proxy.clone();
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    proxy.clone().handle(req, client, Scheme::Https)
+                    proxy.clone().handle(req, conn.clone())
                 });
                 let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 let builder = if h2 { &self.http2 } else { &self.http1 };
@@ -255,6 +260,43 @@ impl PublicServer {
 /// The client's first bytes are the HTTP/2 connection preface (h2c with
 /// prior knowledge). Peeks, so hyper still reads every byte; waits as long
 /// as the bytes so far are a prefix of the preface (the caller bounds it).
+/// A public connection: who it is from, its scheme, and its places in
+/// `--max-connections` and `--max-connections-per-ip`. Shared by the
+/// connection's task and what outlives it (a WebSocket relay after hyper
+/// hands the upgraded connection over), so the places are given back, and
+/// `edge_public_connections` lowered, only when the last of them ends.
+pub struct PublicConnection {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The listener's scheme, for the forwarding headers.
+    pub scheme: Scheme,
+    _places: (OwnedSemaphorePermit, Slot<IpAddr>),
+    open: IntGauge,
+}
+
+impl PublicConnection {
+    fn new(
+        client: SocketAddr,
+        scheme: Scheme,
+        places: (OwnedSemaphorePermit, Slot<IpAddr>),
+        open: IntGauge,
+    ) -> Arc<Self> {
+        open.inc();
+        Arc::new(Self {
+            client,
+            scheme,
+            _places: places,
+            open,
+        })
+    }
+}
+
+impl Drop for PublicConnection {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
 async fn starts_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
     const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut buf = [0u8; 24];

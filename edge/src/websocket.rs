@@ -11,7 +11,7 @@
 //! tunnel's request slot is held for the WebSocket's whole life, so
 //! `--max-requests-per-tunnel` counts open WebSockets too.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
@@ -22,8 +22,8 @@ use prometheus::IntGauge;
 use tunnel::io::{BodyReader, relay};
 use tunnel::message::{ResponseHead, StreamErrorKind, StreamKind};
 
-use crate::forwarding::Scheme;
 use crate::proxy::{Proxy, ProxyBody, ProxyError, response_body, to_header_map};
+use crate::public::PublicConnection;
 use crate::request_head::{ForwardHead, head_of_kind};
 
 pub use crate::request_head::is_websocket_upgrade;
@@ -78,8 +78,7 @@ pub(crate) async fn forward(
     proxy: &Proxy,
     mut req: Request<Incoming>,
     handshake: Handshake,
-    client: SocketAddr,
-    scheme: Scheme,
+    conn: &Arc<PublicConnection>,
     request_id: &str,
     tunnel_label: &mut String,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -90,9 +89,9 @@ pub(crate) async fn forward(
             req.uri(),
             req.headers(),
             false,
-            client,
+            conn.client,
             request_id,
-            scheme,
+            conn.scheme,
         )?,
         Handshake::ExtendedConnect => {
             let mut headers = req.headers().clone();
@@ -103,9 +102,9 @@ pub(crate) async fn forward(
                 req.uri(),
                 &headers,
                 false,
-                client,
+                conn.client,
                 request_id,
-                scheme,
+                conn.scheme,
             )?
         }
     };
@@ -142,8 +141,10 @@ pub(crate) async fn forward(
         .websockets_open
         .with_label_values(&[&tunnel.label]);
     let request_id = request_id.to_owned();
-    // The relay outlives this request's handler: hyper sends the 101, then
-    // hands over the connection.
+    // The relay outlives this request's handler, and an HTTP/1.1
+    // connection's task too: hyper sends the 101, then hands over the
+    // connection. It keeps the connection's places in the caps.
+    let conn = conn.clone();
     tokio::spawn(async move {
         let upgraded = match upgrade.await {
             Ok(u) => TokioIo::new(u),
@@ -167,7 +168,7 @@ pub(crate) async fn forward(
         if let Err(e) = relayed {
             tracing::debug!(request_id, error = %e, "WebSocket ended with an error");
         }
-        drop(guard);
+        drop((guard, conn));
     });
     let mut map = to_header_map(headers);
     let status = match handshake {

@@ -101,18 +101,20 @@ fn ingress_rule_picks_the_right_rule() {
             2,
             "http://127.0.0.1:3000",
         ),
+        // A ws:// rule is dialled as http:// (plain requests go there too).
+        ("https://chat.example.com/", 3, "http://127.0.0.1:8765"),
         (
             "https://db.internal.example.com/",
-            3,
+            4,
             "https://127.0.0.1:8443",
         ),
         (
             "https://a.b.internal.example.com/x",
-            3,
+            4,
             "https://127.0.0.1:8443",
         ),
-        ("https://internal.example.com/", 4, "http_status:404"),
-        ("https://other.example.org/api/", 4, "http_status:404"),
+        ("https://internal.example.com/", 5, "http_status:404"),
+        ("https://other.example.org/api/", 5, "http_status:404"),
     ];
     for (url, rule, service) in cases {
         let out = Command::new(bin("connector"))

@@ -223,6 +223,15 @@ async fn websockets_through_the_tunnel() {
         },
     )
     .await;
+    // An upgraded connection still holds its place in the connection caps
+    // (--max-connections, --max-connections-per-ip): hyper has handed it
+    // over, but the client still holds a socket of the edge.
+    let open_conns = gauge(edge_admin, "edge_public_connections").await;
+    assert!(
+        open_conns >= MANY as f64,
+        "edge_public_connections reads {open_conns} with {MANY} WebSockets open: \
+         upgraded connections must keep their places in the connection caps"
+    );
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"go\n").await.unwrap();
     let last = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())

@@ -353,27 +353,11 @@ where
             tunnel_out.finish().map_err(IoError::from)?;
             Ok::<(), RelayError>(())
         };
-        both(up, down).await
+        tokio::try_join!(up, down).map(|_| ())
     };
     if result.is_err() {
         let _ = tunnel_out.reset(quinn::VarInt::from_u32(code));
         tunnel_in.stop(code);
     }
     result
-}
-
-/// Runs both futures to the end, or until the first error.
-async fn both<E>(
-    a: impl std::future::Future<Output = Result<(), E>>,
-    b: impl std::future::Future<Output = Result<(), E>>,
-) -> Result<(), E> {
-    tokio::pin!(a, b);
-    let (mut a_done, mut b_done) = (false, false);
-    while !(a_done && b_done) {
-        tokio::select! {
-            r = &mut a, if !a_done => { r?; a_done = true; }
-            r = &mut b, if !b_done => { r?; b_done = true; }
-        }
-    }
-    Ok(())
 }
