@@ -27,9 +27,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let client: SocketAddr = "203.0.113.7:50123".parse().unwrap();
     let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
-    let Ok(ForwardHead { head, .. }) =
-        head_from_parts(method, uri, headers, has_body, client, "fuzz-1", Scheme::Http)
-    else {
+    let Ok(ForwardHead { head, .. }) = head_from_parts(
+        method,
+        uri,
+        headers,
+        has_body,
+        client,
+        "fuzz-1",
+        Scheme::Http,
+    ) else {
         return;
     };
     assert!(
