@@ -87,32 +87,13 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
             let Some(client) = ctx.origins.get(index) else {
                 return;
             };
+            let origin = &rule.origin;
             if head.kind == StreamKind::WebSocket {
-                let status = crate::websocket::proxy(
-                    &ctx,
-                    client,
-                    &rule.origin,
-                    head,
-                    &target,
-                    send,
-                    recv,
-                    started,
-                )
-                .await;
-                count(&ctx, status);
-                return;
+                crate::websocket::proxy(&ctx, client, origin, head, &target, send, recv, started)
+                    .await
+            } else {
+                proxy(&ctx, client, origin, head, &target, send, recv, started).await
             }
-            proxy(
-                &ctx,
-                client,
-                &rule.origin,
-                head,
-                &target,
-                send,
-                recv,
-                started,
-            )
-            .await
         }
     };
     count(&ctx, status);

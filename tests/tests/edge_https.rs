@@ -465,28 +465,24 @@ async fn one_gib_each_way_over_h2_arrives_intact_with_bounded_edge_memory() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plain_http_redirects_to_https_with_the_https_port() {
-    let work = Workdir::new("edge-https-redirect");
+/// An edge with an HTTPS listener on its own address and an empty
+/// certificate directory, plus `extra` flags; and that HTTPS address.
+async fn edge_with_empty_cert_dir(work: &Workdir, extra: &[&str]) -> (Edge, SocketAddr) {
     let net = TestNet::new();
-    let pki = Pki::new(&work);
+    let pki = Pki::new(work);
     let cert_dir = work.join("public-certs");
     std::fs::create_dir_all(&cert_dir).unwrap();
     let https = net.addr(1, HTTPS_PORT);
-    let edge = Edge::start(
-        &work,
-        &pki,
-        &net,
-        1,
-        &[
-            "--public-https",
-            &https.to_string(),
-            "--public-cert-dir",
-            &cert_dir.display().to_string(),
-            "--redirect-http-to-https",
-        ],
-    )
-    .await;
+    let (https_arg, dir_arg) = (https.to_string(), cert_dir.display().to_string());
+    let mut args = vec!["--public-https", &https_arg, "--public-cert-dir", &dir_arg];
+    args.extend_from_slice(extra);
+    (Edge::start(work, &pki, &net, 1, &args).await, https)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_redirects_to_https_with_the_https_port() {
+    let work = Workdir::new("edge-https-redirect");
+    let (edge, _) = edge_with_empty_cert_dir(&work, &["--redirect-http-to-https"]).await;
     let plain = edge.public;
     for flag in ["--http1.1", "--http2-prior-knowledge"] {
         let r = curl(&[
@@ -560,26 +556,7 @@ async fn the_config_check_names_half_configured_https_and_a_missing_directory() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_connections_count_against_the_shared_per_address_cap() {
     let work = Workdir::new("edge-https-per-ip");
-    let net = TestNet::new();
-    let pki = Pki::new(&work);
-    let cert_dir = work.join("public-certs");
-    std::fs::create_dir_all(&cert_dir).unwrap();
-    let https = net.addr(1, HTTPS_PORT);
-    let edge = Edge::start(
-        &work,
-        &pki,
-        &net,
-        1,
-        &[
-            "--public-https",
-            &https.to_string(),
-            "--public-cert-dir",
-            &cert_dir.display().to_string(),
-            "--max-connections-per-ip",
-            "1",
-        ],
-    )
-    .await;
+    let (edge, https) = edge_with_empty_cert_dir(&work, &["--max-connections-per-ip", "1"]).await;
     // One client connection, silent in its handshake, takes the address's
     // only place (for the handshake timeout, 10s by default).
     let _held = tokio::net::TcpStream::connect(https).await.unwrap();
