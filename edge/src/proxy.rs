@@ -250,11 +250,7 @@ impl Proxy {
     ) -> Result<ProxyBody, ProxyError> {
         let idle = self.limits.body_idle_timeout;
         let first = match tokio::time::timeout(idle, reader.next()).await {
-            Ok(Ok(None)) => {
-                return Ok(http_body_util::Empty::new()
-                    .map_err(|never| match never {})
-                    .boxed_unsync());
-            }
+            Ok(Ok(None)) => return Ok(empty_body()),
             Ok(Ok(Some(BodyPart::Data(b)))) => BodyFrame::data(b),
             Ok(Ok(Some(BodyPart::Trailers(t)))) => BodyFrame::trailers(to_header_map(t.0)),
             Ok(Err(e)) => return Err(e.into()),
