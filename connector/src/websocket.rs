@@ -142,6 +142,7 @@ pub async fn proxy(
         origin_read,
         origin_write,
         RELAY_FAILED,
+        &(),
     )
     .await;
     open.dec();

@@ -163,6 +163,7 @@ pub(crate) async fn forward(
             client_read,
             client_write,
             RELAY_FAILED,
+            &(),
         )
         .await;
         if let Err(e) = relayed {

@@ -313,18 +313,34 @@ pub enum RelayError {
     Trailers,
 }
 
-/// Relays an upgraded connection (a WebSocket) and a tunnel stream: bytes
-/// both ways as data frames, with backpressure on each side and half-close:
-/// the peer's end of stream shuts down `peer_write`, `peer_read`'s EOF
-/// finishes the stream. Ends when both directions are done, or at the first
-/// error (then the stream is reset and stopped with `code`, and the caller
-/// drops the peer's connection). No timer: an idle relay stays open.
+/// Counts the bytes a [`relay`] moves, as they move (a long TCP connection
+/// shows its traffic while it lasts, not when it ends). `()` counts nothing.
+pub trait ByteMeter {
+    /// `n` bytes arrived from the tunnel and were written to the peer.
+    fn to_peer(&self, n: usize);
+    /// `n` bytes read from the peer were sent into the tunnel.
+    fn to_tunnel(&self, n: usize);
+}
+
+impl ByteMeter for () {
+    fn to_peer(&self, _: usize) {}
+    fn to_tunnel(&self, _: usize) {}
+}
+
+/// Relays a byte-stream peer (an upgraded WebSocket, a TCP connection) and a
+/// tunnel stream: bytes both ways as data frames, with backpressure on each
+/// side and half-close: the tunnel's end of stream shuts down `peer_write`,
+/// `peer_read`'s EOF finishes the stream. Ends when both directions are
+/// done, or at the first error (then the stream is reset and stopped with
+/// `code`, and the caller drops the peer's connection). No timer: an idle
+/// relay stays open.
 pub async fn relay<R, W>(
     mut tunnel_in: BodyReader,
     mut tunnel_out: SendStream,
     mut peer_read: R,
     mut peer_write: W,
     code: u32,
+    meter: &impl ByteMeter,
 ) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
@@ -334,7 +350,10 @@ where
         let up = async {
             while let Some(part) = tunnel_in.next().await? {
                 match part {
-                    BodyPart::Data(b) => peer_write.write_all(&b).await?,
+                    BodyPart::Data(b) => {
+                        peer_write.write_all(&b).await?;
+                        meter.to_peer(b.len());
+                    }
                     BodyPart::Trailers(_) => return Err(RelayError::Trailers),
                 }
             }
@@ -345,10 +364,12 @@ where
             let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
             loop {
                 buf.reserve(RELAY_BUFFER);
-                if peer_read.read_buf(&mut buf).await? == 0 {
+                let n = peer_read.read_buf(&mut buf).await?;
+                if n == 0 {
                     break;
                 }
                 write_data(&mut tunnel_out, buf.split().freeze()).await?;
+                meter.to_tunnel(n);
             }
             tunnel_out.finish().map_err(IoError::from)?;
             Ok::<(), RelayError>(())
