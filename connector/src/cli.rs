@@ -29,6 +29,17 @@ pub enum Command {
     /// Check and try ingress rules.
     #[command(subcommand)]
     Ingress(IngressCommand),
+    /// Reach a TCP service through the edge from this machine: a local
+    /// listener (`tcp`) or an SSH ProxyCommand (`ssh`).
+    ///
+    /// Each connection is a WebSocket to the edge's HTTPS (or plain)
+    /// listener for --hostname, carried through the tunnel to the connector
+    /// that serves it. The edge's tunnels file must list the hostname in
+    /// `tcp_hostnames`. Example: `ssh -o ProxyCommand='connector access ssh
+    /// --hostname %h --edge-url https://edge.example.com'
+    /// user@ssh.example.com`.
+    #[command(subcommand)]
+    Access(crate::access::AccessCommand),
 }
 
 /// `connector ingress` subcommands.

@@ -8,8 +8,10 @@
 //! - [`origin`]: origin options and pooled clients.
 //! - [`target`]: the request target, checked, and the origin URL built from it.
 //! - [`upload`]: the request body, with its idle timeout and completion.
+//! - [`access`]: `connector access tcp|ssh`, the client side of TCP services.
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod backoff;
 pub mod cli;
 pub mod config;

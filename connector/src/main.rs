@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use connector::access::AccessCommand;
 use connector::cli::{Cli, Command, IngressCommand};
 
 fn main() -> ExitCode {
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&format!("{e:#}")),
             }
         }
+        Command::Access(cmd) => access(cmd),
         Command::Ingress(IngressCommand::Validate { config }) => {
             match connector::config::ingress_from_file(&config) {
                 Ok(ingress) => {
@@ -48,6 +50,33 @@ fn main() -> ExitCode {
                 Err(e) => fail_config(&format!("{e:#}")),
             }
         }
+    }
+}
+
+/// `connector access tcp|ssh`: logs on stderr (stdout carries ssh's bytes).
+fn access(cmd: AccessCommand) -> ExitCode {
+    let (AccessCommand::Tcp { access, .. } | AccessCommand::Ssh { access }) = &cmd;
+    let dialer = match connector::access::Dialer::new(access) {
+        Ok(d) => d,
+        Err(e) => return fail_config(&format!("{e:#}")),
+    };
+    daemon::logging::init(daemon::logging::LogFormat::Text, "CONNECTOR_LOG");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match daemon::runtime::build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let outcome = match cmd {
+        AccessCommand::Tcp { listen, .. } => {
+            runtime.block_on(connector::access::serve_tcp(dialer, listen))
+        }
+        AccessCommand::Ssh { .. } => runtime.block_on(connector::access::run_ssh(dialer)),
+    };
+    // The stdin reader blocks a thread of its own: do not wait for it.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("{e:#}")),
     }
 }
 

@@ -21,5 +21,7 @@ pub mod public_certs;
 pub mod python;
 pub mod recording_origin;
 pub mod rollouts;
+pub mod sshd;
+pub mod tcp_origin;
 pub mod tunnel_setup;
 pub mod workdir;
