@@ -73,18 +73,17 @@ async fn round_trip<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     data: &[u8],
 ) -> Vec<u8> {
     let (mut r, mut w) = tokio::io::split(s);
-    let data = data.to_vec();
-    let writer = tokio::spawn(async move {
-        w.write_all(&data).await.unwrap();
+    let write = async {
+        w.write_all(data).await.unwrap();
         w.shutdown().await.unwrap();
-        w
-    });
+    };
     let mut back = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut back))
-        .await
-        .expect("the answer within 20 s")
-        .unwrap();
-    drop(writer.await.unwrap());
+    let read = r.read_to_end(&mut back);
+    let (_, read) =
+        tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(write, read) })
+            .await
+            .expect("the answer within 20 s");
+    read.unwrap();
     back
 }
 
