@@ -24,7 +24,8 @@ pub enum Command {
     ///
     /// Either `--config FILE` (YAML with edges, token_file, ca_cert and
     /// ingress rules) or quick mode: `--edge ADDR --token-file FILE
-    /// --ca-cert FILE --url URL`.
+    /// --ca-cert FILE --url URL`, where URL may be a TCP service such as
+    /// `ssh://127.0.0.1:22`.
     Run(Box<RunArgs>),
     /// Check and try ingress rules.
     #[command(subcommand)]

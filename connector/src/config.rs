@@ -61,7 +61,10 @@ pub struct RunArgs {
     /// for local experiments only.
     #[arg(long, env = "CONNECTOR_DANGER_ACCEPT_INVALID_EDGE_CERTS")]
     pub danger_accept_invalid_edge_certs: bool,
-    /// Quick mode: send every request to this origin (one catch-all rule).
+    /// Quick mode: send every request to this origin (one catch-all rule):
+    /// http://HOST:PORT, https://HOST:PORT, ws://, wss://, unix:/PATH
+    /// (HTTP), or a TCP service for TCP streams: tcp://HOST:PORT,
+    /// ssh://HOST[:PORT] (22), rdp://HOST[:PORT] (3389), unix+tcp:/PATH.
     #[arg(long, env = "CONNECTOR_URL", value_name = "URL")]
     pub url: Option<String>,
     /// Admin listener for /metrics, /ready and /healthz. [default: 127.0.0.1:9081]

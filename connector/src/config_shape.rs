@@ -19,6 +19,7 @@ pub static ORIGIN_REQUEST: Shape = Shape::Map(&[
     Field::optional("keep_alive_connections", Shape::Value(typed::<usize>)),
     Field::optional("keep_alive_timeout", Shape::Value(duration)),
     Field::optional("http2_origin", Shape::Value(typed::<bool>)),
+    Field::optional("proxy_protocol", Shape::Value(typed::<String>)),
 ]);
 
 /// One ingress rule ([`crate::ingress::RuleConfig`]).

@@ -10,8 +10,20 @@
 //!   - hostname: "*.example.com"
 //!     service: https://127.0.0.1:8443
 //!     origin_request: { no_tls_verify: true }
+//!   - hostname: ssh.example.com
+//!     service: ssh://127.0.0.1:22
 //!   - service: http_status:404
 //! ```
+//!
+//! A rule's service is of one of two kinds. HTTP services (`http://`,
+//! `https://`, `ws://`, `wss://`, `unix:`) serve `http` and `websocket`
+//! streams; TCP services (`tcp://`, `ssh://`, `rdp://`, `unix+tcp:`) serve
+//! `tcp` streams, raw bytes both ways. A stream of the other kind is refused
+//! (BadRequest): raw bytes to an HTTP origin would pass by the connector's
+//! checks of the request target, and an HTTP request to a TCP origin means
+//! nothing to it. That is why a unix stream socket for TCP is named
+//! `unix+tcp:/PATH` rather than `unix:/PATH`, which stays HTTP over a unix
+//! socket.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -33,7 +45,10 @@ pub struct RuleConfig {
     #[serde(default)]
     pub path: Option<String>,
     /// `http://HOST:PORT`, `https://HOST:PORT`, `ws://HOST:PORT` (as
-    /// http), `wss://HOST:PORT` (as https), `unix:/PATH` or `http_status:NNN`.
+    /// http), `wss://HOST:PORT` (as https), `unix:/PATH` (HTTP over a unix
+    /// socket), `http_status:NNN`, or a TCP service: `tcp://HOST:PORT`,
+    /// `ssh://HOST[:PORT]` (port 22), `rdp://HOST[:PORT]` (port 3389),
+    /// `unix+tcp:/PATH` (a unix stream socket).
     pub service: String,
     /// Origin options for this rule, over the top-level `origin_request`.
     #[serde(default)]
@@ -54,6 +69,23 @@ pub enum Service {
     Unix(PathBuf),
     /// A fixed status with an empty body, served by the connector itself.
     Status(u16),
+    /// A TCP origin for `tcp` streams: raw bytes both ways.
+    Tcp {
+        /// `tcp`, `ssh` or `rdp`, as written (they differ only in the
+        /// default port).
+        scheme: &'static str,
+        /// `host:port`, the port filled in.
+        authority: String,
+    },
+    /// A unix stream socket for `tcp` streams (`unix+tcp:/PATH`).
+    UnixTcp(PathBuf),
+}
+
+impl Service {
+    /// Whether this service serves `tcp` streams (and only those).
+    pub fn is_tcp(&self) -> bool {
+        matches!(self, Self::Tcp { .. } | Self::UnixTcp(_))
+    }
 }
 
 impl fmt::Display for Service {
@@ -62,6 +94,8 @@ impl fmt::Display for Service {
             Self::Http { scheme, authority } => write!(f, "{scheme}://{authority}"),
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
             Self::Status(s) => write!(f, "http_status:{s}"),
+            Self::Tcp { scheme, authority } => write!(f, "{scheme}://{authority}"),
+            Self::UnixTcp(p) => write!(f, "unix+tcp:{}", p.display()),
         }
     }
 }
@@ -174,6 +208,16 @@ impl Ingress {
                 });
             }
         }
+        // The top-level value is a default for TCP rules only (others
+        // ignore it); with none, it is a mistake worth naming.
+        if errors.is_empty()
+            && origin_defaults.proxy_protocol.is_some()
+            && !checked.iter().any(|r| r.service.is_tcp())
+        {
+            errors.push(IngressError::Defaults(
+                "proxy_protocol is set but no rule is a TCP service (tcp://, ssh://, rdp://, unix+tcp:); remove it".into(),
+            ));
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -239,12 +283,25 @@ fn check_rule(cfg: &RuleConfig, origin_defaults: &OriginRequest) -> Result<Rule,
     let service = parse_service(&cfg.service)
         .map_err(|e| reasons.push(e))
         .ok();
-    let origin = cfg
+    let mut origin = cfg
         .origin_request
         .over(origin_defaults)
         .resolve()
         .map_err(|e| reasons.push(format!("origin_request: {e}")))
         .ok();
+    if let Some(service) = &service
+        && !service.is_tcp()
+    {
+        if cfg.origin_request.proxy_protocol.is_some() {
+            reasons.push(format!(
+                "origin_request.proxy_protocol is only for TCP services (tcp://, ssh://, rdp://, unix+tcp:), and this rule's service is `{service}`; remove it from this rule"
+            ));
+        }
+        // A top-level default applies to TCP rules only.
+        if let Some(o) = &mut origin {
+            o.proxy_protocol = None;
+        }
+    }
     match (service, origin) {
         (Some(service), Some(origin)) if reasons.is_empty() => Ok(Rule {
             hostname,
@@ -285,6 +342,14 @@ fn parse_service(text: &str) -> Result<Service, String> {
             )),
         };
     }
+    if let Some(path) = t.strip_prefix("unix+tcp:") {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "service `{t}`: a unix socket path must be absolute"
+            ));
+        }
+        return Ok(Service::UnixTcp(PathBuf::from(path)));
+    }
     if let Some(path) = t.strip_prefix("unix:") {
         if !path.starts_with('/') {
             return Err(format!(
@@ -295,7 +360,7 @@ fn parse_service(text: &str) -> Result<Service, String> {
     }
     let Some((scheme, rest)) = t.split_once("://") else {
         return Err(format!(
-            "service `{t}` is not a URL: use http://HOST:PORT, https://HOST:PORT, ws://HOST:PORT, wss://HOST:PORT, unix:/PATH or http_status:NNN"
+            "service `{t}` is not a URL: use http://HOST:PORT, https://HOST:PORT, ws://HOST:PORT, wss://HOST:PORT, unix:/PATH, http_status:NNN, or for TCP tcp://HOST:PORT, ssh://HOST[:PORT], rdp://HOST[:PORT], unix+tcp:/PATH"
         ));
     };
     // A WebSocket origin is an HTTP origin that answers the upgrade:
@@ -304,11 +369,9 @@ fn parse_service(text: &str) -> Result<Service, String> {
     let scheme = match scheme {
         "http" | "ws" => "http",
         "https" | "wss" => "https",
-        "tcp" | "ssh" | "rdp" => {
-            return Err(format!(
-                "service `{t}`: `{scheme}://` services are not supported by this connector yet; use http:// or https://"
-            ));
-        }
+        "tcp" => return tcp_service(t, "tcp", None, rest),
+        "ssh" => return tcp_service(t, "ssh", Some(22), rest),
+        "rdp" => return tcp_service(t, "rdp", Some(3389), rest),
         other => return Err(format!("service `{t}`: unknown scheme `{other}`")),
     };
     let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
@@ -334,6 +397,67 @@ fn parse_service(text: &str) -> Result<Service, String> {
     })
 }
 
+/// A `tcp://`, `ssh://` or `rdp://` service: `HOST[:PORT]` (IPv6 in
+/// brackets), the port required unless the scheme has a default.
+fn tcp_service(
+    t: &str,
+    scheme: &'static str,
+    default_port: Option<u16>,
+    rest: &str,
+) -> Result<Service, String> {
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Err(format!("service `{t}` has no host"));
+    }
+    if rest.contains('/') {
+        return Err(format!(
+            "service `{t}` has a path; a TCP service is HOST:PORT only"
+        ));
+    }
+    // The port is what follows the last `:` outside IPv6 brackets.
+    let (host, port) = match rest.rfind(':') {
+        Some(i) if !rest[i..].contains(']') => (&rest[..i], Some(&rest[i + 1..])),
+        _ => (rest, None),
+    };
+    let port = match (port, default_port) {
+        (Some(p), _) => match p.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => {
+                return Err(format!(
+                    "service `{t}`: the port must be a number from 1 to 65535"
+                ));
+            }
+        },
+        (None, Some(p)) => p,
+        (None, None) => {
+            return Err(format!(
+                "service `{t}` has no port: write {scheme}://HOST:PORT"
+            ));
+        }
+    };
+    if host.contains(['@', '?', '#', '\\', '/']) {
+        return Err(format!("service `{t}`: the host must be plain HOST:PORT"));
+    }
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(format!(
+            "service `{t}`: write an IPv6 address in brackets, like {scheme}://[::1]:{port}"
+        ));
+    }
+    // The URL library's reading of the host (lower case, IDNA, IPv6 in
+    // brackets), as for HTTP origins.
+    let Some(host) = reqwest::Url::parse(&format!("http://{host}:{port}/"))
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .filter(|h| !h.is_empty())
+    else {
+        return Err(format!("service `{t}`: the host must be plain HOST:PORT"));
+    };
+    Ok(Service::Tcp {
+        scheme,
+        authority: format!("{host}:{port}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +480,17 @@ mod tests {
             // WebSocket origins are HTTP origins that answer the upgrade.
             ("ws://127.0.0.1:8000", "http://127.0.0.1:8000"),
             ("wss://origin.internal:8443", "https://origin.internal:8443"),
+            // TCP services, the default port filled in.
+            ("tcp://127.0.0.1:5432", "tcp://127.0.0.1:5432"),
+            ("tcp://[::1]:5432/", "tcp://[::1]:5432"),
+            ("ssh://127.0.0.1", "ssh://127.0.0.1:22"),
+            (
+                "ssh://Build-Box.internal:2200",
+                "ssh://build-box.internal:2200",
+            ),
+            ("rdp://10.0.0.5", "rdp://10.0.0.5:3389"),
+            ("rdp://[fe80::1]", "rdp://[fe80::1]:3389"),
+            ("unix+tcp:/run/mqtt.sock", "unix+tcp:/run/mqtt.sock"),
         ];
         for (input, shown) in ok {
             assert_eq!(parse_service(input).unwrap().to_string(), shown);
@@ -368,12 +503,103 @@ mod tests {
             "http_status:42",
             "http_status:abc",
             "unix:rel.sock",
-            "tcp://127.0.0.1:22",
             "ws://a/b",
+            "tcp://127.0.0.1",
+            "tcp://127.0.0.1:0",
+            "tcp://127.0.0.1:65536",
+            "tcp://127.0.0.1:x",
+            "tcp://:22",
+            "tcp://",
+            "ssh://",
+            "ssh://a/b",
+            "ssh://user@host:22",
+            "ssh://::1",
+            "ssh://[::1",
+            "rdp://a b",
+            "unix+tcp:rel.sock",
             "wss://",
         ] {
             assert!(parse_service(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tcp_services_in_rules_and_quick_mode() {
+        let quick = Ingress::single("ssh://127.0.0.1:22", &OriginRequest::default()).unwrap();
+        let (_, rule) = quick.find("ssh.example.com", "/");
+        assert!(rule.service.is_tcp());
+        assert_eq!(rule.service.to_string(), "ssh://127.0.0.1:22");
+        let ingress = rules(
+            "- hostname: ssh.example.com\n  service: ssh://127.0.0.1\n- hostname: mq.example.com\n  service: unix+tcp:/run/mq.sock\n- hostname: app.example.com\n  service: unix:/run/app.sock\n- service: http_status:404\n",
+        )
+        .unwrap();
+        let kinds: Vec<bool> = ingress.rules().iter().map(|r| r.service.is_tcp()).collect();
+        assert_eq!(kinds, [true, true, false, false]);
+    }
+
+    #[test]
+    fn proxy_protocol_is_v2_and_only_on_tcp_rules() {
+        let ok = rules(
+            "- hostname: ssh.example.com\n  service: tcp://127.0.0.1:2222\n  origin_request: { proxy_protocol: v2 }\n- service: http_status:404\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.rules()[0].origin.proxy_protocol,
+            Some(crate::proxy_protocol::Version::V2)
+        );
+        assert_eq!(ok.rules()[1].origin.proxy_protocol, None);
+        let err = rules(
+            "- hostname: app.example.com\n  service: http://127.0.0.1:80\n  origin_request: { proxy_protocol: v2 }\n- service: http_status:404\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "ingress rule #1: origin_request.proxy_protocol is only for TCP services"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("http://127.0.0.1:80"), "{err}");
+        let err = rules(
+            "- hostname: ssh.example.com\n  service: ssh://127.0.0.1\n  origin_request: { proxy_protocol: v1 }\n- service: http_status:404\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "ingress rule #1: origin_request: proxy_protocol `v1` is not supported"
+            ),
+            "{err}"
+        );
+        // A top-level default reaches the TCP rules only...
+        let cfg: Vec<RuleConfig> = serde_yaml::from_str(
+            "- hostname: ssh.example.com\n  service: ssh://127.0.0.1\n- hostname: app.example.com\n  service: http://127.0.0.1:80\n- service: http_status:404\n",
+        )
+        .unwrap();
+        let defaults = OriginRequest {
+            proxy_protocol: Some("v2".into()),
+            ..Default::default()
+        };
+        let ingress = Ingress::new(&cfg, &defaults).unwrap();
+        let set: Vec<bool> = ingress
+            .rules()
+            .iter()
+            .map(|r| r.origin.proxy_protocol.is_some())
+            .collect();
+        assert_eq!(set, [true, false, false]);
+        // ...and with none it is named as a mistake.
+        let err = Ingress::new(&cfg[1..], &defaults).unwrap_err().to_string();
+        assert!(
+            err.starts_with("origin_request: proxy_protocol is set but no rule is a TCP service"),
+            "{err}"
+        );
+        let bad = OriginRequest {
+            proxy_protocol: Some("v3".into()),
+            ..Default::default()
+        };
+        let errors = Ingress::check_all(&cfg, &bad).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().contains("`v3`"), "{errors:?}");
     }
 
     #[test]

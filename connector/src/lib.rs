@@ -4,6 +4,8 @@
 //!
 //! - [`supervisor`]: the HA connection slots, failover, backoff, drain.
 //! - [`stream`]: one proxied request, edge to origin and back.
+//! - [`tcp`]: one TCP connection (`tcp` stream) to a TCP service.
+//! - [`proxy_protocol`]: the PROXY protocol v2 header a TCP rule may send.
 //! - [`ingress`]: rules and matching (cloudflared's semantics).
 //! - [`origin`]: origin options and pooled clients.
 //! - [`target`]: the request target, checked, and the origin URL built from it.
@@ -19,9 +21,11 @@ pub mod config_shape;
 pub mod ingress;
 pub mod metrics;
 pub mod origin;
+pub mod proxy_protocol;
 pub mod stream;
 pub mod supervisor;
 pub mod target;
+pub mod tcp;
 pub mod upload;
 pub mod websocket;
 
@@ -83,6 +87,7 @@ pub async fn run(cfg: ConnectorConfig, release: Release) -> anyhow::Result<()> {
     ));
 
     let tunnel_id = cfg.token.tunnel_id.to_string();
+    metrics.init_tunnel(&tunnel_id);
     let supervisor = Arc::new(Supervisor {
         endpoint: endpoint.clone(),
         edges: cfg.edges.clone(),
@@ -155,12 +160,19 @@ pub fn describe_match(ingress: &ingress::Ingress, url: &str) -> anyhow::Result<S
     let host = parsed
         .host_str()
         .ok_or_else(|| anyhow::anyhow!("`{url}` has no host"))?;
+    // A TCP connection is matched on its hostname and the path `/`.
+    let tcp_url = matches!(parsed.scheme(), "tcp" | "ssh" | "rdp");
     // Url::parse resolves dot-segments; the connector refuses them, so the
     // target is checked as typed, the same way a live request's is.
     let raw = raw_target(url);
-    let target = target::OriginTarget::parse("GET", &raw)
-        .map_err(|e| anyhow::anyhow!("the connector answers `{raw}` with 400: {e}"))?;
-    let (index, rule) = ingress.find(host, target.path());
+    let target = match tcp_url {
+        true => None,
+        false => Some(
+            target::OriginTarget::parse("GET", &raw)
+                .map_err(|e| anyhow::anyhow!("the connector answers `{raw}` with 400: {e}"))?,
+        ),
+    };
+    let (index, rule) = ingress.find(host, target.as_ref().map_or("/", |t| t.path()));
     let mut out = format!("Matched rule #{}\n", index + 1);
     if let Some(h) = &rule.hostname {
         out.push_str(&format!("\thostname: {h}\n"));
@@ -169,6 +181,19 @@ pub fn describe_match(ingress: &ingress::Ingress, url: &str) -> anyhow::Result<S
         out.push_str(&format!("\tpath: {}\n", p.as_str()));
     }
     out.push_str(&format!("\tservice: {}\n", rule.service));
+    if let Some(v) = rule.origin.proxy_protocol {
+        out.push_str(&format!("\tproxy_protocol: {v}\n"));
+    }
+    // A rule serves one kind of stream; say so when the URL is of the other.
+    match (tcp_url, rule.service.is_tcp()) {
+        (true, false) => out.push_str(
+            "\tnote: not a TCP service: a TCP connection for this hostname is refused (BadRequest)\n",
+        ),
+        (false, true) => out.push_str(
+            "\tnote: a TCP service: it takes TCP connections only; an HTTP request for this hostname gets 400\n",
+        ),
+        _ => {}
+    }
     Ok(out)
 }
 

@@ -34,7 +34,23 @@ pub struct Metrics {
     pub bad_requests: IntCounterVec,
     /// `connector_websockets_open{tunnel}`: upgraded WebSockets being relayed.
     pub websockets_open: IntGaugeVec,
+    /// `connector_tcp_streams_open{tunnel}`: `tcp` streams relayed to their
+    /// origins, from the 200 to the end.
+    pub tcp_streams_open: IntGaugeVec,
+    /// `connector_tcp_bytes_total{tunnel, direction}`: bytes of `tcp`
+    /// streams, `to_origin` or `to_client`, counted as they move.
+    pub tcp_bytes: IntCounterVec,
+    /// `connector_tcp_errors_total{tunnel, kind}`: `tcp` streams answered
+    /// with an error, by [`StreamErrorKind`] label.
+    pub tcp_errors: IntCounterVec,
 }
+
+/// The kinds of error a `tcp` stream can be answered with.
+const TCP_ERROR_KINDS: [StreamErrorKind; 3] = [
+    StreamErrorKind::OriginUnreachable,
+    StreamErrorKind::OriginTimeout,
+    StreamErrorKind::BadRequest,
+];
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -79,6 +95,24 @@ impl Metrics {
                 &["edge"],
             )
             .expect("valid metric"),
+            tcp_streams_open: IntGaugeVec::new(
+                Opts::new(
+                    "connector_tcp_streams_open",
+                    "TCP streams being relayed to origins, by tunnel.",
+                ),
+                &["tunnel"],
+            )
+            .expect("valid metric"),
+            tcp_bytes: counter(
+                "connector_tcp_bytes_total",
+                "Bytes relayed on TCP streams, by tunnel and direction (to_origin, to_client).",
+                &["tunnel", "direction"],
+            ),
+            tcp_errors: counter(
+                "connector_tcp_errors_total",
+                "TCP streams answered with an error, by tunnel and kind.",
+                &["tunnel", "kind"],
+            ),
             registration_failures: counter(
                 "connector_registration_failures_total",
                 "Registrations refused by an edge, by reason.",
@@ -123,6 +157,9 @@ impl Metrics {
             Box::new(m.drains.clone()),
             Box::new(m.bad_requests.clone()),
             Box::new(m.websockets_open.clone()),
+            Box::new(m.tcp_streams_open.clone()),
+            Box::new(m.tcp_bytes.clone()),
+            Box::new(m.tcp_errors.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }
@@ -141,9 +178,25 @@ impl Metrics {
         for reason in crate::target::TargetError::ALL {
             m.bad_requests.with_label_values(&[reason.as_str()]);
         }
-        for reason in [crate::stream::BODY_IDLE, crate::stream::BODY_ABORTED] {
+        for reason in [
+            crate::stream::BODY_IDLE,
+            crate::stream::BODY_ABORTED,
+            crate::stream::NOT_HTTP_SERVICE,
+        ] {
             m.bad_requests.with_label_values(&[reason]);
         }
         m
+    }
+
+    /// Creates the series labelled with the tunnel id at zero, so that a
+    /// rate() over them is 0, not empty, before the first TCP stream.
+    pub fn init_tunnel(&self, tunnel: &str) {
+        self.tcp_streams_open.with_label_values(&[tunnel]);
+        for direction in ["to_origin", "to_client"] {
+            self.tcp_bytes.with_label_values(&[tunnel, direction]);
+        }
+        for kind in TCP_ERROR_KINDS {
+            self.tcp_errors.with_label_values(&[tunnel, kind.as_str()]);
+        }
     }
 }

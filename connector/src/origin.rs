@@ -72,6 +72,11 @@ pub struct OriginRequest {
     /// for `https://`. Needed for gRPC. [default: false, HTTP/1.1]
     #[serde(default)]
     pub http2_origin: Option<bool>,
+    /// TCP services only: write a PROXY protocol header with the real
+    /// client's address before any payload. The only value is `v2`. As a
+    /// top-level default it applies to the TCP rules. [default: none]
+    #[serde(default)]
+    pub proxy_protocol: Option<String>,
 }
 
 impl OriginRequest {
@@ -92,6 +97,10 @@ impl OriginRequest {
             keep_alive_connections: self.keep_alive_connections.or(base.keep_alive_connections),
             keep_alive_timeout: self.keep_alive_timeout.or(base.keep_alive_timeout),
             http2_origin: self.http2_origin.or(base.http2_origin),
+            proxy_protocol: self
+                .proxy_protocol
+                .clone()
+                .or_else(|| base.proxy_protocol.clone()),
         }
     }
 
@@ -109,6 +118,11 @@ impl OriginRequest {
             keep_alive_connections: self.keep_alive_connections.unwrap_or(100),
             keep_alive_timeout: self.keep_alive_timeout.unwrap_or(Duration::from_secs(90)),
             http2_origin: self.http2_origin.unwrap_or(false),
+            proxy_protocol: self
+                .proxy_protocol
+                .as_deref()
+                .map(crate::proxy_protocol::Version::parse)
+                .transpose()?,
         };
         if o.connect_timeout.is_zero() {
             return Err("connect_timeout must be more than zero".into());
@@ -151,6 +165,9 @@ pub struct OriginOptions {
     pub keep_alive_timeout: Duration,
     /// HTTP/2 (only) to the origin.
     pub http2_origin: bool,
+    /// The PROXY protocol header a TCP rule writes first (`None` on every
+    /// rule that is not TCP).
+    pub proxy_protocol: Option<crate::proxy_protocol::Version>,
 }
 
 /// One client per rule (`None` for rules the connector answers itself).
@@ -163,7 +180,9 @@ impl OriginClients {
         let mut clients = Vec::new();
         for (i, rule) in ingress.rules().iter().enumerate() {
             let client = match &rule.service {
-                Service::Status(_) => None,
+                // The connector answers these itself, or dials them in
+                // `crate::tcp` (a connection per stream, no pool).
+                Service::Status(_) | Service::Tcp { .. } | Service::UnixTcp(_) => None,
                 Service::Http { .. } | Service::Unix(_) => Some(
                     OriginClient::new(&rule.service, &rule.origin)
                         .map_err(|e| anyhow::anyhow!("ingress rule #{}: {e}", i + 1))?,
@@ -186,6 +205,22 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 const TCP_KEEPALIVE_RETRIES: u32 = 3;
 #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A TCP dialer with the origin sockets' settings: `connect_timeout` (per
+/// address tried), no Nagle delay, keep-alive probes that find a dead peer
+/// of an idle connection. HTTP origins and TCP services share it.
+pub(crate) fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.set_keepalive(Some(TCP_KEEPALIVE));
+    http.set_keepalive_interval(Some(TCP_KEEPALIVE));
+    http.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    http.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+    http
+}
 
 /// The pooled client of one rule. Its requests carry an absolute URI made of
 /// the scheme and authority computed once here (the pool key) and the
@@ -222,7 +257,9 @@ impl OriginClient {
             Service::Http { scheme, authority } => format!("{scheme}://{authority}/"),
             // The socket is the origin; the URI only names the pool.
             Service::Unix(_) => "http://localhost/".to_string(),
-            Service::Status(_) => anyhow::bail!("a status rule has no origin"),
+            Service::Status(_) | Service::Tcp { .. } | Service::UnixTcp(_) => {
+                anyhow::bail!("a status or TCP rule has no HTTP origin")
+            }
         };
         let url = reqwest::Url::parse(&base)?;
         let uri: Uri = url.as_str().parse()?;
@@ -233,15 +270,7 @@ impl OriginClient {
         let target = match service {
             Service::Unix(path) => DialTarget::Unix(path.clone()),
             _ => {
-                let mut http = HttpConnector::new();
-                http.enforce_http(false);
-                http.set_connect_timeout(Some(o.connect_timeout));
-                http.set_nodelay(true);
-                http.set_keepalive(Some(TCP_KEEPALIVE));
-                http.set_keepalive_interval(Some(TCP_KEEPALIVE));
-                http.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
-                #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
-                http.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+                let http = tcp_connector(o.connect_timeout);
                 let tls = if scheme == Scheme::HTTPS {
                     let host = authority.host();
                     let host = host

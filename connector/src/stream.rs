@@ -29,6 +29,9 @@ const ORIGIN_BODY_FAILED: u32 = 2;
 pub const BODY_IDLE: &str = "request_body_idle_timeout";
 /// `connector_bad_requests_total` reason: the tunnel reset the request body.
 pub const BODY_ABORTED: &str = "request_body_aborted";
+/// `connector_bad_requests_total` reason: an HTTP or WebSocket stream
+/// matched a rule with a TCP service.
+pub const NOT_HTTP_SERVICE: &str = "not_http_service";
 
 /// What a stream needs from the connector.
 pub struct StreamContext {
@@ -57,6 +60,11 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
             return;
         }
     };
+    // A TCP connection has no HTTP target: its own rule matching and dial.
+    if head.kind == StreamKind::Tcp {
+        crate::tcp::serve(&ctx, head, send, recv).await;
+        return;
+    }
     // Checked once: the rule is matched on exactly the path the origin gets.
     let target = match check_head(&head) {
         Ok(t) => t,
@@ -82,6 +90,16 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
             let _ = write_frame(&mut send, &Frame::ResponseHead(resp)).await;
             let _ = send.finish();
             Some(*code)
+        }
+        Service::Tcp { .. } | Service::UnixTcp(_) => {
+            tracing::warn!(request_id = ?head.request_id, hostname = %head.authority,
+                rule = index + 1, service = %rule.service,
+                "an HTTP request matched a rule with a TCP service; refused (TCP services take only TCP streams)");
+            ctx.metrics
+                .bad_requests
+                .with_label_values(&[NOT_HTTP_SERVICE])
+                .inc();
+            answer_error(&ctx, &mut send, StreamErrorKind::BadRequest).await
         }
         Service::Http { .. } | Service::Unix(_) => {
             let Some(client) = ctx.origins.get(index) else {
@@ -360,7 +378,7 @@ pub(crate) async fn answer_error(
 
 /// An error and its sources, for the log: the client's own text only says
 /// which step failed.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -47,7 +47,8 @@ pub enum TargetError {
     /// characters, space, `#`, `\`), raw or percent-encoded.
     #[error("the request target has a forbidden character")]
     BadCharacter,
-    /// A method the connector does not proxy (CONNECT) or that is invalid.
+    /// A method the connector does not proxy as HTTP (CONNECT: TCP comes as
+    /// a `tcp` stream, see [`crate::tcp`]) or that is invalid.
     #[error("the method is not proxied")]
     BadMethod,
     /// The Host the edge sent is not a plain host[:port].
@@ -194,7 +195,10 @@ impl OriginTarget {
             Service::Http { scheme, authority } => format!("{scheme}://{authority}/"),
             // The socket is the origin; the URL only carries the path.
             Service::Unix(_) => "http://localhost/".to_string(),
-            Service::Status(_) => return Err(TargetError::HostChanged),
+            // No HTTP origin: nothing for a request target to point at.
+            Service::Status(_) | Service::Tcp { .. } | Service::UnixTcp(_) => {
+                return Err(TargetError::HostChanged);
+            }
         };
         let base = Url::parse(&base).map_err(|_| TargetError::HostChanged)?;
         let mut url = base.clone();

@@ -52,6 +52,17 @@ pub enum TunnelCommand {
         /// Hostname routed to the tunnel; exact or `*.` wildcard. Repeatable.
         #[arg(long = "hostname", value_name = "HOST", required = true)]
         hostnames: Vec<String>,
+        /// A hostname of this tunnel on which `connector access` may open
+        /// TCP connections (exact, or one of its `*.` wildcards).
+        /// Repeatable. The hostnames of --tcp-port serve TCP too.
+        #[arg(long = "tcp-hostname", value_name = "HOST")]
+        tcp_hostnames: Vec<String>,
+        /// A public TCP port of this tunnel: the edge listens on it (on
+        /// --public-tcp-address) and carries each connection to the
+        /// connector rule for HOST (default: the first --hostname). A port
+        /// belongs to one tunnel. Repeatable.
+        #[arg(long = "tcp-port", value_name = "PORT[=HOST]")]
+        tcp_ports: Vec<crate::tunnels::TcpPortArg>,
         /// The tunnels file (created if missing).
         #[arg(long, env = "EDGE_TUNNELS_FILE", value_name = "FILE")]
         tunnels_file: PathBuf,

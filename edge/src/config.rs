@@ -1,7 +1,7 @@
 //! `edge run` settings: flags (or `EDGE_*` variables) over a YAML file over
 //! defaults, checked once into a config that cannot be wrong afterwards.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -118,6 +118,20 @@ pub struct RunArgs {
     /// address (IPv6: one /64). [default: 32]
     #[arg(long, env = "EDGE_MAX_PENDING_REGISTRATIONS_PER_IP", value_name = "N")]
     pub max_pending_registrations_per_ip: Option<usize>,
+    /// Address the public TCP ports of the tunnels file (`tcp_ports`) are
+    /// bound on. [default: 0.0.0.0]
+    #[arg(long, env = "EDGE_PUBLIC_TCP_ADDRESS", value_name = "IP")]
+    pub public_tcp_address: Option<IpAddr>,
+    /// Most TCP connections (public TCP ports and `connector access`
+    /// WebSockets together) from one client IP address (IPv6: its /64) at
+    /// once; past it a new one is closed at once. [default: 64]
+    #[arg(long, env = "EDGE_TCP_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
+    pub tcp_max_connections_per_client: Option<usize>,
+    /// Most TCP connections (public TCP ports and `connector access`
+    /// WebSockets together) to one tunnel at once; past it a new one is
+    /// closed at once. [default: 4096]
+    #[arg(long, env = "EDGE_TCP_MAX_CONNECTIONS_PER_TUNNEL", value_name = "N")]
+    pub tcp_max_connections_per_tunnel: Option<usize>,
     /// Log format. [default: text]
     #[arg(long, env = "EDGE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -160,6 +174,9 @@ struct FileConfig {
     registration_timeout: Option<Duration>,
     max_pending_registrations: Option<usize>,
     max_pending_registrations_per_ip: Option<usize>,
+    public_tcp_address: Option<IpAddr>,
+    tcp_max_connections_per_client: Option<usize>,
+    tcp_max_connections_per_tunnel: Option<usize>,
     log_format: Option<LogFormat>,
 }
 
@@ -216,6 +233,12 @@ pub struct EdgeConfig {
     pub max_pending_registrations: usize,
     /// Connector connections not registered yet, per source IP address.
     pub max_pending_registrations_per_ip: usize,
+    /// Address the public TCP ports bind on.
+    pub public_tcp_address: IpAddr,
+    /// TCP connections per client IP address.
+    pub tcp_max_connections_per_client: usize,
+    /// TCP connections per tunnel.
+    pub tcp_max_connections_per_tunnel: usize,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -382,6 +405,18 @@ impl RunArgs {
                 .max_pending_registrations_per_ip
                 .or(file.max_pending_registrations_per_ip)
                 .unwrap_or(32),
+            public_tcp_address: self
+                .public_tcp_address
+                .or(file.public_tcp_address)
+                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            tcp_max_connections_per_client: self
+                .tcp_max_connections_per_client
+                .or(file.tcp_max_connections_per_client)
+                .unwrap_or(64),
+            tcp_max_connections_per_tunnel: self
+                .tcp_max_connections_per_tunnel
+                .or(file.tcp_max_connections_per_tunnel)
+                .unwrap_or(4096),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
         };
         problems.extend(missing);
@@ -418,6 +453,14 @@ impl EdgeConfig {
             (
                 "max_pending_registrations_per_ip",
                 self.max_pending_registrations_per_ip,
+            ),
+            (
+                "tcp_max_connections_per_client",
+                self.tcp_max_connections_per_client,
+            ),
+            (
+                "tcp_max_connections_per_tunnel",
+                self.tcp_max_connections_per_tunnel,
             ),
         ] {
             check(n == 0, key, "must be at least 1");
@@ -542,6 +585,35 @@ mod tests {
         assert_eq!(cfg.http2_max_concurrent_streams, 256);
         assert_eq!(cfg.http2_max_header_list_size, 65536);
         assert_eq!(cfg.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.public_tcp_address, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(cfg.tcp_max_connections_per_client, 64);
+        assert_eq!(cfg.tcp_max_connections_per_tunnel, 4096);
+    }
+
+    #[test]
+    fn tcp_settings_come_from_the_file_and_zero_caps_are_refused() {
+        let file = std::env::temp_dir().join(format!("edge-cfg-tcp-{}.yaml", std::process::id()));
+        std::fs::write(
+            &file,
+            "public_tcp_address: 127.0.0.9\ntcp_max_connections_per_client: 3\n\
+             tcp_max_connections_per_tunnel: 0\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(file.clone());
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("tcp_max_connections_per_tunnel: must be at least 1"),
+            "{err}"
+        );
+        let mut a = args();
+        a.config = Some(file.clone());
+        a.tcp_max_connections_per_tunnel = Some(7);
+        let cfg = a.resolve().unwrap();
+        assert_eq!(cfg.public_tcp_address, IpAddr::from([127, 0, 0, 9]));
+        assert_eq!(cfg.tcp_max_connections_per_client, 3);
+        assert_eq!(cfg.tcp_max_connections_per_tunnel, 7);
+        std::fs::remove_file(&file).unwrap();
     }
 
     #[test]

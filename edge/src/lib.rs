@@ -13,8 +13,12 @@
 //! - [`forwarding`]: which headers cross the edge, and the forwarding headers it sets.
 //! - [`request_metrics`]: a request's metrics, kept true when its client leaves.
 //! - [`tunnels`]: the tunnels file and the hostname routing table.
+//! - [`tcp`]: what TCP connections share (caps, the `tcp` stream, the relay).
+//! - [`tcp_ports`]: the public TCP ports of the tunnels file.
+//! - [`access`]: `connector access` WebSockets, carried as TCP.
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod config_check;
@@ -29,6 +33,8 @@ pub mod public_tls;
 pub mod registry;
 pub mod request_head;
 pub mod request_metrics;
+pub mod tcp;
+pub mod tcp_ports;
 pub mod tunnels;
 pub mod websocket;
 
@@ -122,22 +128,6 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
         stop_admin.clone(),
     ));
 
-    let reload_metrics = metrics.clone();
-    let reload_registry = registry.clone();
-    tokio::spawn(tunnels::watch(
-        cfg.tunnels_file.clone(),
-        table.clone(),
-        TUNNELS_POLL,
-        move |result| match result {
-            Ok(t) => {
-                reload_metrics.tunnels_configured.set(t.len() as i64);
-                reload_registry.revoke_stale(t);
-            }
-            Err(_) => reload_metrics.reload_errors.inc(),
-        },
-        drain.clone(),
-    ));
-
     let listener = Arc::new(TunnelListener {
         table: table.clone(),
         registry: registry.clone(),
@@ -154,9 +144,10 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
     });
     tokio::spawn(listener.accept_loop(endpoint.clone(), drain.clone(), tunnel_tasks.clone()));
 
+    let table_handle = table.clone();
     let proxy = Arc::new(Proxy {
         table,
-        registry,
+        registry: registry.clone(),
         metrics: metrics.clone(),
         response_timeout: cfg.response_timeout,
         limits: limits::RequestLimits {
@@ -167,7 +158,32 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
         faults: release.fault_injection.clone(),
         id_prefix: random_u64(),
         next_id: AtomicU64::new(0),
+        tcp: tcp::TcpShared::new(
+            cfg.tcp_max_connections_per_client,
+            cfg.tcp_max_connections_per_tunnel,
+            public_tasks.clone(),
+        ),
     });
+    let tcp_ports = tcp_ports::TcpPorts::new(proxy.clone(), cfg.public_tcp_address, drain.clone());
+    tcp_ports.sync(&proxy.table.current());
+    let reload_metrics = metrics.clone();
+    let reload_registry = registry.clone();
+    let reload_ports = tcp_ports.clone();
+    tokio::spawn(tunnels::watch(
+        cfg.tunnels_file.clone(),
+        table_handle,
+        TUNNELS_POLL,
+        move |result| match result {
+            Ok(t) => {
+                reload_metrics.tunnels_configured.set(t.len() as i64);
+                reload_registry.revoke_stale(t);
+                reload_ports.sync(t);
+            }
+            Err(_) => reload_metrics.reload_errors.inc(),
+        },
+        drain.clone(),
+    ));
+
     let server = Arc::new(public::PublicServer::new(
         proxy,
         cfg.max_connections,
@@ -201,7 +217,7 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
     }
 
     tracing::info!(version = %release.version, public_http = %cfg.public_http,
-        public_https = ?cfg.public_https,
+        public_https = ?cfg.public_https, public_tcp_ports = ?tcp_ports.ports(),
         tunnel_listen = %cfg.tunnel_listen, admin = %cfg.admin, location = %cfg.location,
         edge_id = %cfg.edge_id, "edge started");
 
@@ -245,8 +261,8 @@ fn random_u64() -> u64 {
 }
 
 /// `edge tunnel create`: adds the tunnel and returns the token to print.
-pub fn tunnel_create(path: &Path, hostnames: &[String]) -> anyhow::Result<String> {
-    let token = tunnels::create(path, hostnames)?;
+pub fn tunnel_create(path: &Path, new: &tunnels::NewTunnel) -> anyhow::Result<String> {
+    let token = tunnels::create(path, new)?;
     tracing::info!(tunnel = %token.tunnel_id, file = %path.display(), "tunnel created");
     Ok(token.to_string())
 }

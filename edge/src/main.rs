@@ -29,8 +29,17 @@ fn main() -> ExitCode {
         }
         Command::Tunnel(TunnelCommand::Create {
             hostnames,
+            tcp_hostnames,
+            tcp_ports,
             tunnels_file,
-        }) => match edge::tunnel_create(&tunnels_file, &hostnames) {
+        }) => match edge::tunnel_create(
+            &tunnels_file,
+            &edge::tunnels::NewTunnel {
+                hostnames,
+                tcp_hostnames,
+                tcp_ports,
+            },
+        ) {
             Ok(token) => {
                 println!("{token}");
                 ExitCode::SUCCESS

@@ -58,7 +58,32 @@ pub struct Metrics {
     /// `edge_public_certificate_errors_total`: certificate pairs skipped as
     /// unusable, and directory scans that failed.
     pub cert_reload_errors: IntCounter,
+    /// `edge_tcp_streams_open{tunnel, via}`: TCP connections being relayed;
+    /// `via` is `port` (a public TCP port) or `access` (a WebSocket).
+    pub tcp_streams_open: IntGaugeVec,
+    /// `edge_tcp_bytes_total{tunnel, direction}`: `to_origin` or `to_client`.
+    pub tcp_bytes: IntCounterVec,
+    /// `edge_tcp_connections_total{tunnel, via}`: TCP connections admitted.
+    pub tcp_connections: IntCounterVec,
+    /// `edge_tcp_refused_total{reason}`: TCP connections closed or refused
+    /// before any byte was relayed (see [`TCP_REFUSALS`]).
+    pub tcp_refused: IntCounterVec,
+    /// `edge_tcp_ports_bound`: public TCP ports listening.
+    pub tcp_ports_bound: IntGauge,
+    /// `edge_tcp_port_bind_errors_total`: public TCP ports that could not be
+    /// bound (retried at the next tunnels file reload).
+    pub tcp_port_bind_errors: IntCounter,
 }
+
+/// The `reason` labels of `edge_tcp_refused_total`.
+pub const TCP_REFUSALS: [&str; 6] = [
+    "client_limit",
+    "tunnel_limit",
+    "no_connector",
+    "no_tcp_service",
+    "origin_error",
+    "tunnel_error",
+];
 
 /// The `limit` labels of `edge_limit_rejections_total`.
 pub const LIMITS: [&str; 4] = [
@@ -223,6 +248,48 @@ impl Metrics {
                 "Certificate pairs in the public certificate directory skipped as unusable, and failed scans of it.",
             )
             .expect("valid metric"),
+            tcp_streams_open: IntGaugeVec::new(
+                Opts::new(
+                    "edge_tcp_streams_open",
+                    "TCP connections being relayed, by tunnel and way in (port: a public TCP port, access: a WebSocket).",
+                ),
+                &["tunnel", "via"],
+            )
+            .expect("valid metric"),
+            tcp_bytes: IntCounterVec::new(
+                Opts::new(
+                    "edge_tcp_bytes_total",
+                    "Bytes relayed on TCP connections, by tunnel and direction (to_origin, to_client).",
+                ),
+                &["tunnel", "direction"],
+            )
+            .expect("valid metric"),
+            tcp_connections: IntCounterVec::new(
+                Opts::new(
+                    "edge_tcp_connections_total",
+                    "TCP connections admitted, by tunnel and way in (port, access).",
+                ),
+                &["tunnel", "via"],
+            )
+            .expect("valid metric"),
+            tcp_refused: IntCounterVec::new(
+                Opts::new(
+                    "edge_tcp_refused_total",
+                    "TCP connections refused or closed before relaying, by reason.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            tcp_ports_bound: IntGauge::new(
+                "edge_tcp_ports_bound",
+                "Public TCP ports listening.",
+            )
+            .expect("valid metric"),
+            tcp_port_bind_errors: IntCounter::new(
+                "edge_tcp_port_bind_errors_total",
+                "Public TCP ports that could not be bound (retried at the next tunnels file reload).",
+            )
+            .expect("valid metric"),
             registry,
         };
         let r = &m.registry;
@@ -247,6 +314,12 @@ impl Metrics {
             Box::new(m.tls_handshake_failures.clone()),
             Box::new(m.certificates_loaded.clone()),
             Box::new(m.cert_reload_errors.clone()),
+            Box::new(m.tcp_streams_open.clone()),
+            Box::new(m.tcp_bytes.clone()),
+            Box::new(m.tcp_connections.clone()),
+            Box::new(m.tcp_refused.clone()),
+            Box::new(m.tcp_ports_bound.clone()),
+            Box::new(m.tcp_port_bind_errors.clone()),
         ] {
             r.register(c).expect("metric names are unique");
         }
@@ -262,6 +335,9 @@ impl Metrics {
         }
         for limit in LIMITS {
             m.limit_rejections.with_label_values(&[limit]);
+        }
+        for reason in TCP_REFUSALS {
+            m.tcp_refused.with_label_values(&[reason]);
         }
         for stage in TIMEOUT_STAGES {
             m.timeouts.with_label_values(&[stage]);
@@ -285,6 +361,11 @@ impl Metrics {
     pub fn public_request(&self, version: http::Version, tls: bool) {
         let h2 = version == http::Version::HTTP_2;
         self.public_request_series[usize::from(h2)][usize::from(tls)].inc();
+    }
+
+    /// Counts a TCP connection refused for `reason` (one of [`TCP_REFUSALS`]).
+    pub fn tcp_refused(&self, reason: &str) {
+        self.tcp_refused.with_label_values(&[reason]).inc();
     }
 
     /// Counts a wait that ran out at `stage` (one of [`TIMEOUT_STAGES`]).

@@ -65,6 +65,15 @@ pub enum ProxyError {
     /// A fault-injection release failed this request on purpose.
     #[error("fault injection")]
     Injected,
+    /// An access WebSocket for a hostname whose tunnel serves no TCP there.
+    #[error("no TCP service for this hostname")]
+    NoTcpService,
+    /// An access WebSocket without a valid RFC 6455 handshake.
+    #[error("invalid WebSocket handshake")]
+    BadHandshake,
+    /// A TCP connection cap (per client address or per tunnel) is reached.
+    #[error("too many TCP connections ({0})")]
+    TcpLimit(&'static str),
 }
 
 impl ProxyError {
@@ -95,6 +104,15 @@ impl ProxyError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "fault injection: synthetic error from a test release",
             ),
+            Self::NoTcpService => (StatusCode::NOT_FOUND, "no TCP service for this hostname"),
+            Self::BadHandshake => (
+                StatusCode::BAD_REQUEST,
+                "a WebSocket needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
+            ),
+            Self::TcpLimit(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many TCP connections; retry later",
+            ),
         }
     }
 }
@@ -118,13 +136,15 @@ pub struct Proxy {
     pub id_prefix: u64,
     /// Request id counter.
     pub next_id: AtomicU64,
+    /// Caps and tracked tasks of TCP connections (public ports and access).
+    pub tcp: crate::tcp::TcpShared,
 }
 
 impl Proxy {
     /// The instance's random prefix and a counter, in 24 hex digits
     /// (formatted by hand: `format!` with padding cost more than the rest
     /// of the id's life).
-    fn request_id(&self) -> String {
+    pub(crate) fn request_id(&self) -> String {
         request_id_text(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
@@ -170,6 +190,9 @@ impl Proxy {
         tunnel_label: &mut String,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if let Some(how) = crate::websocket::websocket_request(&req) {
+            if crate::access::is_access(&req) {
+                return crate::access::forward(self, req, how, conn, tunnel_label).await;
+            }
             return crate::websocket::forward(self, req, how, conn, request_id, tunnel_label).await;
         }
         // Checked (and sized against a tunnel frame) before anything else,
@@ -286,6 +309,21 @@ impl Proxy {
             self.metrics.limit_hit("requests_per_tunnel");
             return Err(LimitError::TunnelBusy.into());
         };
+        let (conn, send, recv) = self.open_on_tunnel(tunnel).await?;
+        let guard = StreamGuard {
+            _conn: conn,
+            _tunnel: slot,
+        };
+        Ok((guard, send, recv))
+    }
+
+    /// Opens a stream on the best connection of `tunnel`, without a request
+    /// slot (TCP connections have caps of their own); see
+    /// [`Proxy::open_stream`].
+    pub(crate) async fn open_on_tunnel(
+        &self,
+        tunnel: &tunnel::token::TunnelId,
+    ) -> Result<(InFlight, quinn::SendStream, quinn::RecvStream), ProxyError> {
         let started = Instant::now();
         let mut skip = None;
         for attempt in 0..3 {
@@ -308,10 +346,6 @@ impl Proxy {
                     self.metrics
                         .stream_open
                         .observe(started.elapsed().as_secs_f64());
-                    let guard = StreamGuard {
-                        _conn: guard,
-                        _tunnel: slot,
-                    };
                     return Ok((guard, send, recv));
                 }
                 Err(e) => {
@@ -615,6 +649,9 @@ mod tests {
             (ProxyError::Request(RequestError::NoHost), 400),
             (ProxyError::Request(RequestError::UriTooLong), 414),
             (ProxyError::Injected, 500),
+            (ProxyError::NoTcpService, 404),
+            (ProxyError::BadHandshake, 400),
+            (ProxyError::TcpLimit("client_limit"), 503),
         ];
         for (err, want) in cases {
             let (status, text) = err.response();

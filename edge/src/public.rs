@@ -116,6 +116,9 @@ impl PublicServer {
         tasks: TaskTracker,
     ) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let listen_addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let mut accept_backoff = Duration::from_millis(5);
         loop {
             let permit = tokio::select! {
@@ -157,8 +160,12 @@ impl PublicServer {
             let watcher = graceful.watcher();
             let this = self.clone();
             let kind = kind.clone();
+            // Where the client connected to: an access WebSocket's TCP
+            // stream carries it as the PROXY v2 destination.
+            let local = stream.local_addr().unwrap_or(listen_addr);
             let conn = PublicConnection::new(
                 client,
+                local,
                 match kind {
                     Listener::Plain { .. } => Scheme::Http,
                     Listener::Tls(_) => Scheme::Https,
@@ -268,6 +275,8 @@ impl PublicServer {
 pub struct PublicConnection {
     /// The client's address.
     pub client: SocketAddr,
+    /// The edge's address the client connected to.
+    pub local: SocketAddr,
     /// The listener's scheme, for the forwarding headers.
     pub scheme: Scheme,
     _places: (OwnedSemaphorePermit, Slot<IpAddr>),
@@ -277,6 +286,7 @@ pub struct PublicConnection {
 impl PublicConnection {
     fn new(
         client: SocketAddr,
+        local: SocketAddr,
         scheme: Scheme,
         places: (OwnedSemaphorePermit, Slot<IpAddr>),
         open: IntGauge,
@@ -284,6 +294,7 @@ impl PublicConnection {
         open.inc();
         Arc::new(Self {
             client,
+            local,
             scheme,
             _places: places,
             open,

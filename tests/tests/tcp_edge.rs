@@ -1,0 +1,223 @@
+//! The edge's side of TCP through the tunnel, on a real edge and connector
+//! with an in-test TCP echo origin that half-closes after its peer does: a
+//! public TCP port (bound from the tunnels file, and a second one bound at a
+//! reload), an access WebSocket (`warren-tcp`) spoken by hand with
+//! `tunnel::websocket`, the 404 for a hostname without TCP, and the metrics.
+//! The end-to-end suite with sshd, `connector access` and 1 GiB transfers
+//! is tests/tcp.rs.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use tests::bins::bin;
+use tests::metrics;
+use tests::net::TestNet;
+use tests::proc::eventually;
+use tests::tunnel_setup::{Edge, Pki};
+use tests::workdir::Workdir;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tunnel::websocket::{Role, WsStream};
+
+const TCP_HOST: &str = "tcp.test";
+const WEB_HOST: &str = "web.test";
+const PORT: u16 = 2222;
+const LATER_PORT: u16 = 2223;
+
+/// Echoes every byte; when the client half-closes, sends a trailer and
+/// half-closes too (so a half-close must cross the tunnel both ways).
+async fn echo_origin(addr: SocketAddr) {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = s.write_all(b"<bye>").await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+}
+
+fn create(pki: &Pki, args: &[&str]) {
+    let out = Command::new(bin("edge"))
+        .args(["tunnel", "create", "--tunnels-file"])
+        .arg(&pki.tunnels_file)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tunnel create failed: {out:?}");
+}
+
+fn payload(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// Sends `data`, half-closes, and returns all that comes back.
+async fn round_trip<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: S,
+    data: &[u8],
+) -> Vec<u8> {
+    let (mut r, mut w) = tokio::io::split(s);
+    let write = async {
+        w.write_all(data).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    let mut back = Vec::new();
+    let read = r.read_to_end(&mut back);
+    let (_, read) =
+        tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(write, read) })
+            .await
+            .expect("the answer within 20 s");
+    read.unwrap();
+    back
+}
+
+/// Opens an access WebSocket for `host`; the status line and headers, and
+/// the connection when it is 101.
+async fn access(edge: SocketAddr, host: &str) -> (String, Option<BufReader<TcpStream>>) {
+    let s = TcpStream::connect(edge).await.unwrap();
+    let mut s = BufReader::new(s);
+    let key = tunnel::websocket::client_key();
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\
+         Sec-WebSocket-Protocol: warren-tcp\r\n\r\n"
+    );
+    s.get_mut().write_all(req.as_bytes()).await.unwrap();
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        s.read_line(&mut line).await.unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    if head.starts_with("HTTP/1.1 101") {
+        let lower = head.to_ascii_lowercase();
+        let accept = tunnel::websocket::accept_key(key.as_bytes()).to_ascii_lowercase();
+        assert!(
+            lower.contains(&format!("sec-websocket-accept: {accept}")),
+            "{head}"
+        );
+        assert!(
+            lower.contains("sec-websocket-protocol: warren-tcp"),
+            "{head}"
+        );
+        (head, Some(s))
+    } else {
+        (head, None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_ports_access_websockets_and_refusals() {
+    let work = Workdir::new("tcp-edge");
+    let net = TestNet::new();
+    let origin = net.addr(10, 9000);
+    echo_origin(origin).await;
+    let pki = Pki::new(&work);
+    let token = work.join("token");
+    let out = Command::new(bin("edge"))
+        .args(["tunnel", "create", "--tunnels-file"])
+        .arg(&pki.tunnels_file)
+        .args(["--hostname", TCP_HOST, "--tcp-port", &PORT.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(&token, &out.stdout).unwrap();
+    create(&pki, &["--hostname", WEB_HOST]);
+    let edge_ip = net.ip(1).to_string();
+    let edge = Edge::start(
+        &work,
+        &pki,
+        &net,
+        1,
+        &["--public-tcp-address", &edge_ip, "--grace-period", "2s"],
+    )
+    .await;
+    let rest = format!("ingress:\n  - hostname: {TCP_HOST}\n    service: tcp://{origin}\n");
+    let connector =
+        tests::config_connector::start(&work, &pki, &net, 2, &[edge.tunnel], &token, &rest);
+    connector.wait_ready().await;
+
+    // A public TCP port: 1 MiB out, half-close, all of it back plus the
+    // origin's trailer.
+    let data = payload(1 << 20);
+    let s = TcpStream::connect(net.addr(1, PORT)).await.unwrap();
+    let back = round_trip(s, &data).await;
+    assert_eq!(back.len(), data.len() + 5);
+    assert!(back[..data.len()] == data[..] && back.ends_with(b"<bye>"));
+
+    // An access WebSocket: the same over binary frames.
+    let (head, conn) = access(edge.public, TCP_HOST).await;
+    let conn = conn.unwrap_or_else(|| panic!("no 101: {head}"));
+    let early = conn.buffer().into();
+    let ws = WsStream::with_input(conn.into_inner(), Role::Client, early);
+    let back = round_trip(ws, &data).await;
+    assert_eq!(back.len(), data.len() + 5);
+    assert!(back[..data.len()] == data[..] && back.ends_with(b"<bye>"));
+
+    // No TCP on the hostname: 404, no stream.
+    let (head, conn) = access(edge.public, WEB_HOST).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(conn.is_none());
+
+    // A port added by a reload is bound within a few seconds.
+    create(
+        &pki,
+        &[
+            "--hostname",
+            "later.test",
+            "--tcp-port",
+            &LATER_PORT.to_string(),
+        ],
+    );
+    let later = net.addr(1, LATER_PORT);
+    eventually(
+        "the new port bound",
+        Duration::from_secs(10),
+        || async move { TcpStream::connect(later).await.ok().map(|_| ()) },
+    )
+    .await;
+
+    let text = edge.metrics().await;
+    for (name, labels, at_least) in [
+        ("edge_tcp_connections_total", &[("via", "port")][..], 1.0),
+        ("edge_tcp_connections_total", &[("via", "access")][..], 1.0),
+        (
+            "edge_tcp_bytes_total",
+            &[("direction", "to_origin")][..],
+            2.0 * data.len() as f64,
+        ),
+        (
+            "edge_tcp_bytes_total",
+            &[("direction", "to_client")][..],
+            2.0 * data.len() as f64,
+        ),
+        (
+            "edge_tcp_refused_total",
+            &[("reason", "no_tcp_service")][..],
+            1.0,
+        ),
+        ("edge_tcp_ports_bound", &[][..], 2.0),
+    ] {
+        let v = metrics::sum(&text, name, labels);
+        assert!(v >= at_least, "{name}{labels:?} = {v}, want >= {at_least}");
+    }
+}
