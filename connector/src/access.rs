@@ -72,15 +72,20 @@ pub enum AccessCommand {
     /// Carry stdin/stdout to the TCP service of --hostname: an SSH
     /// ProxyCommand.
     ///
-    /// Example, in ~/.ssh/config:
+    /// Once:
+    ///
+    ///   ssh -o ProxyCommand='connector access ssh --hostname %h --edge-url https://edge.example.com' \
+    ///       user@ssh.example.com
+    ///
+    /// or in ~/.ssh/config:
     ///
     ///   Host ssh.example.com
-    ///     ProxyCommand connector access ssh --hostname %h --edge-url https://edge.example.com
+    ///       ProxyCommand connector access ssh --hostname %h --edge-url https://edge.example.com
     ///
-    /// or once: `ssh -o ProxyCommand='connector access ssh --hostname %h
-    /// --edge-url https://edge.example.com' user@ssh.example.com`. ssh
-    /// replaces %h with the host you typed. Exits non-zero with one line on
-    /// stderr when the edge refuses.
+    /// ssh replaces %h with the host you typed. When the edge refuses, exits
+    /// non-zero with one line on stderr naming the status and its likely
+    /// cause.
+    #[command(verbatim_doc_comment)]
     Ssh {
         /// The hostname, edge and trust flags.
         #[command(flatten)]
