@@ -151,7 +151,9 @@ async fn public_ports_access_websockets_and_refusals() {
         &["--public-tcp-address", &edge_ip, "--grace-period", "2s"],
     )
     .await;
-    let rest = format!("ingress:\n  - hostname: {TCP_HOST}\n    service: tcp://{origin}\n");
+    let rest = format!(
+        "ingress:\n  - hostname: {TCP_HOST}\n    service: tcp://{origin}\n  - service: http_status:404\n"
+    );
     let connector =
         tests::config_connector::start(&work, &pki, &net, 2, &[edge.tunnel], &token, &rest);
     connector.wait_ready().await;
