@@ -143,12 +143,12 @@ async fn public_ports_access_websockets_and_refusals() {
     std::fs::write(&token, &out.stdout).unwrap();
     create(&pki, &["--hostname", WEB_HOST]);
     let edge_ip = net.ip(1).to_string();
-    let edge = Edge::start(
+    let mut edge = Edge::start(
         &work,
         &pki,
         &net,
         1,
-        &["--public-tcp-address", &edge_ip, "--grace-period", "2s"],
+        &["--public-tcp-address", &edge_ip, "--grace-period", "20s"],
     )
     .await;
     let rest = format!(
@@ -222,4 +222,30 @@ async fn public_ports_access_websockets_and_refusals() {
         let v = metrics::sum(&text, name, labels);
         assert!(v >= at_least, "{name}{labels:?} = {v}, want >= {at_least}");
     }
+
+    // SIGTERM: the ports stop accepting, an open TCP connection goes on
+    // within the grace period, and the edge exits once it is done.
+    let mut open = TcpStream::connect(net.addr(1, PORT)).await.unwrap();
+    let mut one = [0u8; 1];
+    open.write_all(b"a").await.unwrap();
+    open.read_exact(&mut one).await.unwrap();
+    edge.proc.signal("TERM");
+    let port = net.addr(1, PORT);
+    eventually("the port closed", Duration::from_secs(5), || async move {
+        TcpStream::connect(port).await.is_err().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let back = round_trip(open, b"still here").await;
+    assert_eq!(back, b"still here<bye>");
+    let started = std::time::Instant::now();
+    let status = tokio::task::block_in_place(|| edge.proc.wait_exit(Duration::from_secs(10)));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "edge did not exit cleanly: {status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the edge waited for the whole grace period"
+    );
 }
