@@ -260,12 +260,12 @@ async fn public_ports_access_websockets_and_refusals() {
         (
             "edge_tcp_bytes_total",
             &[("direction", "to_origin")][..],
-            2.0 * data.len() as f64,
+            3.0 * data.len() as f64,
         ),
         (
             "edge_tcp_bytes_total",
             &[("direction", "to_client")][..],
-            2.0 * data.len() as f64,
+            3.0 * data.len() as f64,
         ),
         (
             "edge_tcp_refused_total",
