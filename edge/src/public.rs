@@ -162,7 +162,12 @@ impl PublicServer {
             let kind = kind.clone();
             // Where the client connected to: an access WebSocket's TCP
             // stream carries it as the PROXY v2 destination.
-            let local = stream.local_addr().unwrap_or(listen_addr);
+            let local = if listen_addr.ip().is_unspecified() {
+                stream.local_addr().unwrap_or(listen_addr)
+            } else {
+                // Bound to one address: no system call needed to know it.
+                listen_addr
+            };
             let conn = PublicConnection::new(
                 client,
                 local,

@@ -178,3 +178,99 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     listener.set_nonblocking(true)?;
     TcpListener::from_std(listener)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{Counter, RequestLimits};
+    use crate::metrics::Metrics;
+    use crate::registry::ConnRegistry;
+    use crate::tunnels::{SharedTable, TunnelsFile};
+
+    fn proxy(metrics: &Metrics) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            table: SharedTable::default(),
+            registry: Arc::new(ConnRegistry::new(metrics.clone(), Duration::ZERO)),
+            metrics: metrics.clone(),
+            response_timeout: Duration::from_secs(1),
+            limits: RequestLimits {
+                per_tunnel: Counter::new(1),
+                stream_open_timeout: Duration::from_secs(1),
+                body_idle_timeout: Duration::from_secs(1),
+            },
+            faults: Default::default(),
+            id_prefix: 0,
+            next_id: Default::default(),
+            tcp: tcp::TcpShared::new(1, 1, tokio_util::task::TaskTracker::new()),
+        })
+    }
+
+    fn table(ports: &[u16]) -> TunnelTable {
+        let ports: String = ports
+            .iter()
+            .map(|p| format!("\n      - {{port: {p}, hostname: a.example.com}}"))
+            .collect();
+        let yaml = format!(
+            "tunnels:\n  - id: 00000000-0000-4000-8000-000000000001\n    hostnames: [a.example.com]\n    \
+             secret_sha256: '{}'\n    tcp_ports:{ports}\n",
+            "00".repeat(32)
+        );
+        let file: TunnelsFile = serde_yaml::from_str(&yaml).unwrap();
+        TunnelTable::build(&file).unwrap()
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn ports_follow_the_table_and_a_failed_bind_is_retried_at_the_next_sync() {
+        let metrics = Metrics::new("test");
+        let drain = CancellationToken::new();
+        let ports = TcpPorts::new(proxy(&metrics), [127, 0, 0, 1].into(), drain.clone());
+        let (a, b) = (free_port(), free_port());
+        let squatter = std::net::TcpListener::bind(("127.0.0.1", b)).unwrap();
+
+        ports.sync(&table(&[a, b]));
+        assert_eq!(ports.ports(), [a]);
+        assert_eq!(metrics.tcp_port_bind_errors.get(), 1);
+        assert_eq!(metrics.tcp_ports_bound.get(), 1);
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", a))
+                .await
+                .is_ok()
+        );
+
+        // The port is free now; the next reload binds it and drops `a`.
+        drop(squatter);
+        ports.sync(&table(&[b]));
+        assert_eq!(ports.ports(), [b]);
+        assert_eq!(metrics.tcp_ports_bound.get(), 1);
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", b))
+                .await
+                .is_ok()
+        );
+        let mut closed = false;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", a))
+                .await
+                .is_err()
+            {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(closed, "the removed port still accepts");
+
+        // After shutdown began, nothing is bound again.
+        drain.cancel();
+        ports.sync(&table(&[b, a]));
+        assert_eq!(ports.ports(), [b], "a draining edge binds no new port");
+    }
+}

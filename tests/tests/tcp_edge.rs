@@ -2,18 +2,24 @@
 //! with an in-test TCP echo origin that half-closes after its peer does: a
 //! public TCP port (bound from the tunnels file, and a second one bound at a
 //! reload), an access WebSocket (`warren-tcp`) spoken by hand with
-//! `tunnel::websocket`, the 404 for a hostname without TCP, and the metrics.
+//! `tunnel::websocket` on the plain and the HTTPS listener, the 404 for a
+//! hostname without TCP, the metrics, and a drain with a connection open.
 //! The end-to-end suite with sshd, `connector access` and 1 GiB transfers
 //! is tests/tcp.rs.
 
 use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use tests::bins::bin;
 use tests::metrics;
 use tests::net::TestNet;
 use tests::proc::eventually;
+use tests::public_certs::PublicCa;
 use tests::tunnel_setup::{Edge, Pki};
 use tests::workdir::Workdir;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -24,6 +30,7 @@ const TCP_HOST: &str = "tcp.test";
 const WEB_HOST: &str = "web.test";
 const PORT: u16 = 2222;
 const LATER_PORT: u16 = 2223;
+const HTTPS_PORT: u16 = 8443;
 
 /// Echoes every byte; when the client half-closes, sends a trailer and
 /// half-closes too (so a half-close must cross the tunnel both ways).
@@ -90,7 +97,14 @@ async fn round_trip<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 /// Opens an access WebSocket for `host`; the status line and headers, and
 /// the connection when it is 101.
 async fn access(edge: SocketAddr, host: &str) -> (String, Option<BufReader<TcpStream>>) {
-    let s = TcpStream::connect(edge).await.unwrap();
+    access_over(TcpStream::connect(edge).await.unwrap(), host).await
+}
+
+/// [`access`] over an established connection (TLS for the HTTPS listener).
+async fn access_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: S,
+    host: &str,
+) -> (String, Option<BufReader<S>>) {
     let mut s = BufReader::new(s);
     let key = tunnel::websocket::client_key();
     let req = format!(
@@ -143,15 +157,31 @@ async fn public_ports_access_websockets_and_refusals() {
     std::fs::write(&token, &out.stdout).unwrap();
     create(&pki, &["--hostname", WEB_HOST]);
     let edge_ip = net.ip(1).to_string();
-    let edge = Edge::start(
+    let cert_dir = work.join("public-certs");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    let ca = PublicCa::new(&work.join("public-ca"));
+    ca.issue(&cert_dir, "tcp", &[TCP_HOST]);
+    let https = net.addr(1, HTTPS_PORT);
+    let mut edge = Edge::start(
         &work,
         &pki,
         &net,
         1,
-        &["--public-tcp-address", &edge_ip, "--grace-period", "2s"],
+        &[
+            "--public-tcp-address",
+            &edge_ip,
+            "--grace-period",
+            "20s",
+            "--public-https",
+            &https.to_string(),
+            "--public-cert-dir",
+            &cert_dir.display().to_string(),
+        ],
     )
     .await;
-    let rest = format!("ingress:\n  - hostname: {TCP_HOST}\n    service: tcp://{origin}\n");
+    let rest = format!(
+        "ingress:\n  - hostname: {TCP_HOST}\n    service: tcp://{origin}\n  - service: http_status:404\n"
+    );
     let connector =
         tests::config_connector::start(&work, &pki, &net, 2, &[edge.tunnel], &token, &rest);
     connector.wait_ready().await;
@@ -167,6 +197,33 @@ async fn public_ports_access_websockets_and_refusals() {
     // An access WebSocket: the same over binary frames.
     let (head, conn) = access(edge.public, TCP_HOST).await;
     let conn = conn.unwrap_or_else(|| panic!("no 101: {head}"));
+    let early = conn.buffer().into();
+    let ws = WsStream::with_input(conn.into_inner(), Role::Client, early);
+    let back = round_trip(ws, &data).await;
+    assert_eq!(back.len(), data.len() + 5);
+    assert!(back[..data.len()] == data[..] && back.ends_with(b"<bye>"));
+
+    // The same on the HTTPS listener (HTTP/1.1 by ALPN).
+    let pem = std::fs::read(&ca.ca_pem).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(https).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(TCP_HOST).unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the edge");
+    let (head, conn) = access_over(tls, TCP_HOST).await;
+    let conn = conn.unwrap_or_else(|| panic!("no 101 over HTTPS: {head}"));
     let early = conn.buffer().into();
     let ws = WsStream::with_input(conn.into_inner(), Role::Client, early);
     let back = round_trip(ws, &data).await;
@@ -199,16 +256,16 @@ async fn public_ports_access_websockets_and_refusals() {
     let text = edge.metrics().await;
     for (name, labels, at_least) in [
         ("edge_tcp_connections_total", &[("via", "port")][..], 1.0),
-        ("edge_tcp_connections_total", &[("via", "access")][..], 1.0),
+        ("edge_tcp_connections_total", &[("via", "access")][..], 2.0),
         (
             "edge_tcp_bytes_total",
             &[("direction", "to_origin")][..],
-            2.0 * data.len() as f64,
+            3.0 * data.len() as f64,
         ),
         (
             "edge_tcp_bytes_total",
             &[("direction", "to_client")][..],
-            2.0 * data.len() as f64,
+            3.0 * data.len() as f64,
         ),
         (
             "edge_tcp_refused_total",
@@ -220,4 +277,30 @@ async fn public_ports_access_websockets_and_refusals() {
         let v = metrics::sum(&text, name, labels);
         assert!(v >= at_least, "{name}{labels:?} = {v}, want >= {at_least}");
     }
+
+    // SIGTERM: the ports stop accepting, an open TCP connection goes on
+    // within the grace period, and the edge exits once it is done.
+    let mut open = TcpStream::connect(net.addr(1, PORT)).await.unwrap();
+    let mut one = [0u8; 1];
+    open.write_all(b"a").await.unwrap();
+    open.read_exact(&mut one).await.unwrap();
+    edge.proc.signal("TERM");
+    let port = net.addr(1, PORT);
+    eventually("the port closed", Duration::from_secs(5), || async move {
+        TcpStream::connect(port).await.is_err().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let back = round_trip(open, b"still here").await;
+    assert_eq!(back, b"still here<bye>");
+    let started = std::time::Instant::now();
+    let status = tokio::task::block_in_place(|| edge.proc.wait_exit(Duration::from_secs(10)));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "edge did not exit cleanly: {status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the edge waited for the whole grace period"
+    );
 }
