@@ -29,6 +29,29 @@ const PP: &str = "pp.test";
 const GONE: &str = "gone.test";
 /// An HTTP rule.
 const WEB: &str = "app.test";
+/// `tcp://` to an origin that speaks first and half-closes at once.
+const BANNER: &str = "banner.test";
+
+/// Sends a banner and its FIN at once (the other half-close), then reads
+/// the client's bytes to their end and hands them to the test.
+async fn banner_origin(addr: SocketAddr) -> (SocketAddr, tokio::sync::mpsc::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = s.write_all(b"banner").await;
+                let _ = s.shutdown().await;
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got).await;
+                let _ = tx.send(got).await;
+            });
+        }
+    });
+    (addr, rx)
+}
 
 /// Echoes each connection's bytes as they come; FIN after the client's.
 async fn echo_origin(addr: SocketAddr) -> SocketAddr {
@@ -134,12 +157,13 @@ async fn tcp_streams_reach_tcp_services_and_fail_typed() {
     let net = TestNet::new();
     let echo = echo_origin(net.addr(10, 0)).await;
     let pp = answer_after_fin_origin(net.addr(11, 0)).await;
+    let (banner, mut banner_got) = banner_origin(net.addr(13, 0)).await;
     let pki = Pki::new(&work);
     let token = work.join("token");
-    pki.create_tunnel(&[ECHO, PP, GONE, WEB], &token);
+    pki.create_tunnel(&[ECHO, PP, GONE, WEB, BANNER], &token);
     let rogue = HostileEdge::bind(&pki, net.addr(1, 7844));
     let rules = format!(
-        "ha_connections: 1\ningress:\n  - hostname: {ECHO}\n    service: tcp://{echo}\n  - hostname: {PP}\n    service: ssh://{pp}\n    origin_request: {{ proxy_protocol: v2 }}\n  - hostname: {GONE}\n    service: tcp://{}\n  - hostname: {WEB}\n    service: http://{echo}\n  - service: http_status:404\n",
+        "ha_connections: 1\ningress:\n  - hostname: {ECHO}\n    service: tcp://{echo}\n  - hostname: {PP}\n    service: ssh://{pp}\n    origin_request: {{ proxy_protocol: v2 }}\n  - hostname: {GONE}\n    service: tcp://{}\n  - hostname: {WEB}\n    service: http://{echo}\n  - hostname: {BANNER}\n    service: tcp://{banner}\n  - service: http_status:404\n",
         net.addr(12, 9),
     );
     let connector = config_connector::start(&work, &pki, &net, 2, &[rogue.addr], &token, &rules);
@@ -196,6 +220,19 @@ async fn tcp_streams_reach_tcp_services_and_fail_typed() {
     send.finish().unwrap();
     assert_eq!(read_all(recv).await, v2_header(client, pp));
 
+    // The origin's FIN reaches the client, which still sends afterwards.
+    let (mut send, mut recv) = open(&victim, BANNER, "192.0.2.1:4004", vec![]).await;
+    assert_eq!(head(&mut recv).await, ok());
+    assert_eq!(read_all(recv).await, b"banner");
+    write_data(&mut send, Bytes::from_static(b"after your FIN"))
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), banner_got.recv())
+        .await
+        .expect("the origin reads the client's end within 10 s");
+    assert_eq!(got.as_deref(), Some(&b"after your FIN"[..]));
+
     // An idle connection stays open.
     let (mut send, mut recv) = open(&victim, ECHO, "192.0.2.1:4001", vec![]).await;
     assert_eq!(head(&mut recv).await, ok());
@@ -237,15 +274,15 @@ async fn tcp_streams_reach_tcp_services_and_fail_typed() {
         "{log}"
     );
 
-    let tunnel = [("direction", "to_origin")];
+    let toward_origin = [("direction", "to_origin")];
     let m = eventually("TCP streams closed", Duration::from_secs(10), || async {
         let m = connector.metrics().await;
         (metrics::sum(&m, "connector_tcp_streams_open", &[]) == 0.0).then_some(m)
     })
     .await;
-    let to_origin = (payload.len() + 6 + 14 + 10) as f64;
+    let to_origin = (payload.len() + 6 + 14 + 14 + 10) as f64;
     assert_eq!(
-        metrics::sum(&m, "connector_tcp_bytes_total", &tunnel),
+        metrics::sum(&m, "connector_tcp_bytes_total", &toward_origin),
         to_origin,
         "{m}"
     );
@@ -257,7 +294,7 @@ async fn tcp_streams_reach_tcp_services_and_fail_typed() {
         ),
         // The PROXY headers went to the origin outside the relay; the
         // origin sent them back.
-        to_origin + 2.0 * 28.0,
+        to_origin + 2.0 * 28.0 - 14.0 + 6.0,
         "{m}"
     );
     for (kind, n) in [
