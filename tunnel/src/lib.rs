@@ -7,6 +7,7 @@
 //! - [`endpoint`]: QUIC/TLS 1.3 endpoint builders.
 //! - [`hostname`]: Host headers and hostname patterns.
 //! - [`dev_cert`]: a local CA and edge certificate.
+//! - [`websocket`]: WebSocket frames for `connector access` (TCP over a WebSocket).
 #![warn(missing_docs)]
 
 pub mod codec;
@@ -16,6 +17,7 @@ pub mod hostname;
 pub mod io;
 pub mod message;
 pub mod token;
+pub mod websocket;
 mod wire;
 
 /// The protocol version carried in every frame and in the ALPN string.
