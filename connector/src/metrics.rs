@@ -45,6 +45,21 @@ pub struct Metrics {
     pub tcp_errors: IntCounterVec,
 }
 
+/// The `kind` label of `connector_tcp_errors_total`: the error kind in
+/// snake case, as label values are (`StreamErrorKind::as_str` is the text
+/// of a response body, with spaces).
+pub fn error_kind_label(kind: StreamErrorKind) -> &'static str {
+    match kind {
+        StreamErrorKind::OriginUnreachable => "origin_unreachable",
+        StreamErrorKind::OriginTimeout => "origin_timeout",
+        StreamErrorKind::OriginTls => "origin_tls",
+        StreamErrorKind::OriginProtocol => "origin_protocol",
+        StreamErrorKind::BadRequest => "bad_request",
+        StreamErrorKind::Internal => "internal",
+        StreamErrorKind::Other(_) => "other",
+    }
+}
+
 /// The kinds of error a `tcp` stream can be answered with.
 const TCP_ERROR_KINDS: [StreamErrorKind; 3] = [
     StreamErrorKind::OriginUnreachable,
@@ -196,7 +211,8 @@ impl Metrics {
             self.tcp_bytes.with_label_values(&[tunnel, direction]);
         }
         for kind in TCP_ERROR_KINDS {
-            self.tcp_errors.with_label_values(&[tunnel, kind.as_str()]);
+            self.tcp_errors
+                .with_label_values(&[tunnel, error_kind_label(kind)]);
         }
     }
 }

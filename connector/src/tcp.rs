@@ -32,6 +32,7 @@ use tunnel::io::{BodyReader, ByteMeter, relay, write_frame};
 use tunnel::message::{RequestHead, ResponseHead, StreamErrorKind};
 
 use crate::ingress::Service;
+use crate::metrics::error_kind_label;
 use crate::proxy_protocol::{Addresses, Version};
 use crate::stream::{StreamContext, answer_error, error_chain};
 
@@ -66,7 +67,7 @@ pub async fn serve(ctx: &StreamContext, head: RequestHead, mut send: SendStream,
         Ok(c) => c,
         Err(e) => {
             let kind = e.kind();
-            tracing::warn!(request_id, hostname = %host, origin = %origin, kind = kind.as_str(),
+            tracing::warn!(request_id, hostname = %host, origin = %origin, kind = error_kind_label(kind),
                 error = %e, "TCP origin connect failed");
             refuse(ctx, &mut send, kind).await;
             return;
@@ -76,7 +77,7 @@ pub async fn serve(ctx: &StreamContext, head: RequestHead, mut send: SendStream,
         let header = proxy_header(&head, &conn, &host);
         if let Err(e) = conn.write_all(&header).await {
             let kind = StreamErrorKind::OriginUnreachable;
-            tracing::warn!(request_id, hostname = %host, origin = %origin, kind = kind.as_str(),
+            tracing::warn!(request_id, hostname = %host, origin = %origin, kind = error_kind_label(kind),
                 error = %e, "TCP origin closed before it took the PROXY protocol header");
             refuse(ctx, &mut send, kind).await;
             return;
@@ -130,7 +131,7 @@ pub async fn serve(ctx: &StreamContext, head: RequestHead, mut send: SendStream,
 async fn refuse(ctx: &StreamContext, send: &mut SendStream, kind: StreamErrorKind) {
     ctx.metrics
         .tcp_errors
-        .with_label_values(&[&ctx.tunnel, kind.as_str()])
+        .with_label_values(&[&ctx.tunnel, error_kind_label(kind)])
         .inc();
     answer_error(ctx, send, kind).await;
 }

@@ -70,6 +70,11 @@ impl Drop for HostileEdge {
 }
 
 impl Victim {
+    /// The QUIC connection, to open streams of any kind by hand.
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
     /// Sends a GET head with `authority` and `path`, no body, and returns
     /// the connector's answer.
     pub async fn get(&self, authority: &str, path: &str) -> ResponseHead {
