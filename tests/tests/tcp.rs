@@ -75,7 +75,7 @@ struct Setup {
     pp_origin: Proc,
     bulk: tokio::sync::mpsc::UnboundedReceiver<tcp_origin::Received>,
     ca: PublicCa,
-    _access: Vec<Proc>,
+    access: Vec<Proc>,
     /// Local listeners of `connector access tcp`, per hostname.
     access_bulk: SocketAddr,
     access_half: SocketAddr,
@@ -240,7 +240,7 @@ impl Setup {
             pp_origin,
             bulk,
             ca,
-            _access: access,
+            access,
             access_bulk: listens[0],
             access_half: listens[1],
             access_pp: listens[2],
@@ -432,7 +432,12 @@ async fn tcp_and_ssh_through_the_tunnel() {
     // 5. A refused origin port: the client's connection is closed, and the
     // connector logs and counts the typed error.
     let t = Instant::now();
-    for (via, addr) in [("access", s.access_refused), ("port", s.port(REFUSED_PORT))] {
+    // Twice through access: the listener keeps serving after a refusal.
+    for (via, addr) in [
+        ("access", s.access_refused),
+        ("access, again", s.access_refused),
+        ("port", s.port(REFUSED_PORT)),
+    ] {
         let mut sock = tcp_origin::connect(addr).await;
         let _ = sock.write_all(b"hello?").await;
         let mut buf = [0u8; 16];
@@ -445,7 +450,7 @@ async fn tcp_and_ssh_through_the_tunnel() {
         );
     }
     let errors = eventually(
-        "connector_tcp_errors_total{kind=\"origin_unreachable\"} >= 2",
+        "connector_tcp_errors_total{kind=\"origin_unreachable\"} >= 3",
         Duration::from_secs(10),
         || async {
             let n = metrics::sum(
@@ -453,18 +458,22 @@ async fn tcp_and_ssh_through_the_tunnel() {
                 "connector_tcp_errors_total",
                 &[("kind", UNREACHABLE)],
             );
-            (n >= 2.0).then_some(n)
+            (n >= 3.0).then_some(n)
         },
     )
     .await;
-    assert!(errors >= 2.0);
+    assert!(errors >= 3.0);
     let log = s.connector.proc.log();
     assert!(
         log.lines()
             .any(|l| l.contains(REFUSED_HOST) && l.contains(UNREACHABLE)),
         "the connector's log names no origin_unreachable for {REFUSED_HOST}"
     );
-    let access_log = s._access[3].log();
+    assert!(
+        s.access[3].running(),
+        "connector access tcp exited after a refusal"
+    );
+    let access_log = s.access[3].log();
     assert!(
         access_log.contains("502"),
         "access tcp logged no 502 for the refused origin: {access_log}"
