@@ -22,7 +22,8 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use prometheus::{IntCounter, IntGauge};
+use daemon::metrics::GaugeGuard;
+use prometheus::IntCounter;
 use quinn::{RecvStream, SendStream};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
@@ -94,7 +95,7 @@ pub async fn serve(ctx: &StreamContext, head: RequestHead, mut send: SendStream,
         // The edge gave up on the stream (its client left).
         return;
     }
-    let _open = Open::new(
+    let _open = GaugeGuard::new(
         ctx.metrics
             .tcp_streams_open
             .with_label_values(&[&ctx.tunnel]),
@@ -286,23 +287,6 @@ impl ByteMeter for Meter {
 
     fn to_tunnel(&self, n: usize) {
         self.to_client.inc_by(n as u64);
-    }
-}
-
-/// `connector_tcp_streams_open` up while this lives, down however the
-/// stream ends (also when its task is dropped at shutdown).
-struct Open(IntGauge);
-
-impl Open {
-    fn new(gauge: IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

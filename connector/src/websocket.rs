@@ -130,11 +130,11 @@ pub async fn proxy(
             return Some(status);
         }
     };
-    let open = ctx
-        .metrics
-        .websockets_open
-        .with_label_values(&[&ctx.tunnel]);
-    open.inc();
+    let _open = daemon::metrics::GaugeGuard::new(
+        ctx.metrics
+            .websockets_open
+            .with_label_values(&[&ctx.tunnel]),
+    );
     let (origin_read, origin_write) = tokio::io::split(upgraded);
     let outcome = relay(
         BodyReader::new(recv),
@@ -145,7 +145,6 @@ pub async fn proxy(
         &(),
     )
     .await;
-    open.dec();
     if let Err(e) = outcome {
         tracing::debug!(request_id, error = %e, "WebSocket ended with an error");
     }

@@ -1,6 +1,6 @@
 //! Small helpers shared by the programs' metric sets.
 
-use prometheus::{IntGaugeVec, Opts, Registry};
+use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Registers `{name}{version="..."} 1`, the metric the rollout controller
 /// reads to confirm which release really runs.
@@ -24,5 +24,25 @@ pub fn status_class(status: u16) -> &'static str {
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
+    }
+}
+
+/// Holds a gauge one higher while it lives (an open WebSocket, an open TCP
+/// connection): lowered however its owner ends, also when a task holding it
+/// is dropped at shutdown.
+#[derive(Debug)]
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    /// Raises `gauge` until the guard is dropped.
+    pub fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -14,7 +14,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use prometheus::{IntCounter, IntGauge};
+use daemon::metrics::GaugeGuard;
+use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::task::TaskTracker;
 use tunnel::io::{BodyReader, ByteMeter, IoError};
@@ -222,7 +223,7 @@ pub async fn relay<R, W>(
     let open = metrics
         .tcp_streams_open
         .with_label_values(&[&tunnel.label, via.as_str()]);
-    let _open = OpenGauge::new(open);
+    let _open = GaugeGuard::new(open);
     let meter = TcpMeter {
         to_origin: metrics
             .tcp_bytes
@@ -260,22 +261,6 @@ impl ByteMeter for TcpMeter {
 
     fn to_tunnel(&self, n: usize) {
         self.to_origin.inc_by(n as u64);
-    }
-}
-
-/// A gauge up while this lives, down however the relay ends.
-struct OpenGauge(IntGauge);
-
-impl OpenGauge {
-    fn new(g: IntGauge) -> Self {
-        g.inc();
-        Self(g)
-    }
-}
-
-impl Drop for OpenGauge {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

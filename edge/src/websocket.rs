@@ -14,11 +14,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use daemon::metrics::GaugeGuard;
 use http::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use prometheus::IntGauge;
 use tunnel::io::{BodyReader, relay};
 use tunnel::message::{ResponseHead, StreamErrorKind, StreamKind};
 
@@ -155,7 +155,7 @@ pub(crate) async fn forward(
                 return;
             }
         };
-        let _open = OpenGauge::new(open);
+        let _open = GaugeGuard::new(open);
         let (client_read, client_write) = tokio::io::split(upgraded);
         let relayed = relay(
             BodyReader::new(recv),
@@ -192,53 +192,9 @@ pub(crate) async fn forward(
     Ok(resp)
 }
 
-/// A fresh `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1).
+/// A fresh `Sec-WebSocket-Key` for the origin side of an RFC 8441 CONNECT.
 fn new_key() -> HeaderValue {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut nonce = [0u8; 16];
-    // A key only has to differ between handshakes; if the system's random
-    // source ever failed, a fixed one still makes a valid handshake.
-    let _ = SystemRandom::new().fill(&mut nonce);
-    HeaderValue::from_str(&base64(&nonce)).expect("base64 is a valid header value")
-}
-
-/// Standard base64 with padding.
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// `edge_websockets_open{tunnel}` up while this lives; down however the
-/// relay ends (also when its task is dropped).
-struct OpenGauge(IntGauge);
-
-impl OpenGauge {
-    fn new(g: IntGauge) -> Self {
-        g.inc();
-        Self(g)
-    }
-}
-
-impl Drop for OpenGauge {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
+    HeaderValue::from_str(&tunnel::websocket::client_key()).expect("base64 is a valid header value")
 }
 
 #[cfg(test)]
@@ -246,19 +202,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), want);
-        }
+    fn origin_keys_are_fresh_base64_nonces() {
         assert_eq!(new_key().len(), 24);
+        assert_ne!(new_key(), new_key());
     }
 
     #[test]

@@ -61,3 +61,40 @@ pub fn fingerprint(der: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+/// A TLS connection to the edge's HTTPS listener at `addr`, trusting only
+/// the CA in `ca_pem`, with SNI `host` and the given ALPN protocol.
+pub async fn connect(
+    ca_pem: &Path,
+    addr: std::net::SocketAddr,
+    host: &str,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let pem = std::fs::read(ca_pem).expect("read the public CA");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(cert.expect("a PEM certificate"))
+            .expect("a CA certificate");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the edge's HTTPS listener");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            ServerName::try_from(host.to_string()).expect("a DNS name"),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake with the edge")
+}

@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,15 +12,13 @@ use http::{HeaderMap, HeaderValue, Request, Version};
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use tests::bins::bin;
 use tests::h2_origin::{H2Origin, TRAILERS_ONLY_MESSAGE};
 use tests::net::TestNet;
 use tests::proc::{Proc, eventually};
 use tests::tunnel_setup::{Connector, Edge, Pki};
 use tests::workdir::Workdir;
-use tests::{config_connector, python};
+use tests::{config_connector, public_certs, python};
 
 const HOST: &str = "app.test";
 const HTTPS_PORT: u16 = 8443;
@@ -90,24 +87,7 @@ impl Tunnel {
     /// An HTTP/2 connection to the edge's HTTPS listener (ALPN h2, the
     /// certificate checked for app.test).
     async fn h2(&self) -> hyper::client::conn::http2::SendRequest<TestBody> {
-        let pem = std::fs::read(&self.public_ca).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(self.https).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from(HOST).unwrap(), tcp)
-            .await
-            .expect("TLS handshake with the edge");
+        let tls = public_certs::connect(&self.public_ca, self.https, HOST, b"h2").await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         let (send, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))

@@ -9,19 +9,15 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-
 use tests::bins::bin;
-use tests::metrics;
 use tests::net::TestNet;
-use tests::proc::eventually;
-use tests::public_certs::PublicCa;
+use tests::proc::{Proc, eventually};
+use tests::public_certs::{self, PublicCa};
 use tests::tunnel_setup::{Edge, Pki};
 use tests::workdir::Workdir;
+use tests::{metrics, python};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tunnel::websocket::{Role, WsStream};
@@ -204,24 +200,7 @@ async fn public_ports_access_websockets_and_refusals() {
     assert!(back[..data.len()] == data[..] && back.ends_with(b"<bye>"));
 
     // The same on the HTTPS listener (HTTP/1.1 by ALPN).
-    let pem = std::fs::read(&ca.ca_pem).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(https).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(TCP_HOST).unwrap(), tcp)
-        .await
-        .expect("TLS handshake with the edge");
+    let tls = public_certs::connect(&ca.ca_pem, https, TCP_HOST, b"http/1.1").await;
     let (head, conn) = access_over(tls, TCP_HOST).await;
     let conn = conn.unwrap_or_else(|| panic!("no 101 over HTTPS: {head}"));
     let early = conn.buffer().into();
@@ -234,6 +213,75 @@ async fn public_ports_access_websockets_and_refusals() {
     let (head, conn) = access(edge.public, WEB_HOST).await;
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     assert!(conn.is_none());
+
+    // Someone else's WebSocket (Python's `websockets`) against the edge:
+    // its masking, a text frame, an empty frame, a ping, and a Close that
+    // half-closes, so Warren's framing is not only checked against itself.
+    let out = Command::new(python::python())
+        .arg(python::script("ws_tcp_peer.py"))
+        .args([
+            "client",
+            &format!("ws://{TCP_HOST}/"),
+            &edge.public.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout);
+    eprintln!("websockets client through the edge: {line}");
+    assert!(
+        out.status.success() && line.contains("\"ok\": true"),
+        "websockets client through the edge: {line} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // And `connector access tcp` against a `websockets` server: the client
+    // side's masking and handshake, checked by an independent peer.
+    let peer_addr = net.addr(4, 9001);
+    let mut cmd = Command::new(python::python());
+    cmd.arg(python::script("ws_tcp_peer.py")).args([
+        "server",
+        &peer_addr.ip().to_string(),
+        &peer_addr.port().to_string(),
+    ]);
+    let peer = Proc::spawn("ws-peer", cmd, &work.join("ws-peer.log"));
+    let listen = net.addr(4, 9002);
+    let mut cmd = Command::new(bin("connector"));
+    cmd.args(["access", "tcp", "--hostname", TCP_HOST, "--listen"])
+        .arg(listen.to_string())
+        .args(["--edge-url", &format!("http://{peer_addr}")]);
+    let access_client = Proc::spawn("access-to-peer", cmd, &work.join("access-peer.log"));
+    for p in [&peer, &access_client] {
+        eventually(
+            &format!("{} ready", p.name()),
+            Duration::from_secs(10),
+            || {
+                let log = p.log();
+                async move { (log.contains("listening")).then_some(()) }
+            },
+        )
+        .await;
+    }
+    // A standard server answers a Close at once (RFC 6455 section 5.5.1),
+    // so all of the echo is read before this side half-closes.
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let (mut r, mut w) = s.split();
+    let mut back = vec![0u8; data.len()];
+    let (wrote, read) = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(w.write_all(&data), r.read_exact(&mut back))
+    })
+    .await
+    .expect("the echo within 20 s");
+    wrote.unwrap();
+    read.unwrap();
+    assert!(
+        back == data,
+        "the echo through connector access and a websockets server differs"
+    );
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "bytes after the echo: {}", rest.len());
+    drop((peer, access_client));
 
     // A port added by a reload is bound within a few seconds.
     create(
