@@ -70,6 +70,7 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
     let key = tunnel::endpoint::load_key(&cfg.tls_key)?;
     let table = load_table(&cfg.tunnels_file)?;
     metrics.tunnels_configured.set(table.len() as i64);
+    metrics.tunnel_tcp_series(&table);
     let table = SharedTable::new(table);
     let registry = Arc::new(ConnRegistry::new(metrics.clone(), cfg.registration_grace));
 
@@ -176,6 +177,7 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
         move |result| match result {
             Ok(t) => {
                 reload_metrics.tunnels_configured.set(t.len() as i64);
+                reload_metrics.tunnel_tcp_series(t);
                 reload_registry.revoke_stale(t);
                 reload_ports.sync(t);
             }

@@ -363,6 +363,23 @@ impl Metrics {
         self.public_request_series[usize::from(h2)][usize::from(tls)].inc();
     }
 
+    /// Creates every tunnel's TCP series at zero, so a rate() over them (the
+    /// dashboard's TCP panels) has data before the first TCP connection, as
+    /// the refusal reasons do from the start. Called at start and on reload.
+    pub fn tunnel_tcp_series(&self, table: &crate::tunnels::TunnelTable) {
+        for t in table.tunnels() {
+            for via in [crate::tcp::Via::Port, crate::tcp::Via::Access] {
+                self.tcp_connections
+                    .with_label_values(&[&t.label, via.as_str()]);
+                self.tcp_streams_open
+                    .with_label_values(&[&t.label, via.as_str()]);
+            }
+            for direction in ["to_origin", "to_client"] {
+                self.tcp_bytes.with_label_values(&[&t.label, direction]);
+            }
+        }
+    }
+
     /// Counts a TCP connection refused for `reason` (one of [`TCP_REFUSALS`]).
     pub fn tcp_refused(&self, reason: &str) {
         self.tcp_refused.with_label_values(&[reason]).inc();

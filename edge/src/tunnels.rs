@@ -283,6 +283,11 @@ impl TunnelTable {
         self.by_id.get(id).cloned()
     }
 
+    /// Every tunnel, in no particular order.
+    pub fn tunnels(&self) -> impl Iterator<Item = &Arc<Tunnel>> {
+        self.by_id.values()
+    }
+
     /// How many tunnels.
     pub fn len(&self) -> usize {
         self.by_id.len()
