@@ -17,7 +17,9 @@
 //! content) every `--config-poll-interval`; editing it in place can be seen
 //! half-written: that reads as an invalid file (counted, the running config
 //! stays) and the complete file is applied at the next poll. Writing a new
-//! file and renaming it over the old one avoids the noise.
+//! file and renaming it over the old one avoids the noise. Only the config
+//! file itself is watched: after changing a file it names (an origin's
+//! `ca_pool`), send SIGHUP.
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};

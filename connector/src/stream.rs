@@ -23,6 +23,9 @@ use crate::upload::{self, Upload, UploadState, Waited};
 
 /// How long the edge has to send a request head on a new stream.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a finished stream waits for the edge to acknowledge its last
+/// bytes (see [`finish_acked`]).
+const FINISH_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// QUIC error code for a stream abandoned because the origin failed mid-body.
 const ORIGIN_BODY_FAILED: u32 = 2;
 /// `connector_bad_requests_total` reason: the request body stalled.
@@ -88,7 +91,7 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
                 headers: vec![("content-length".into(), b"0".to_vec())],
             };
             let _ = write_frame(&mut send, &Frame::ResponseHead(resp)).await;
-            let _ = send.finish();
+            finish_acked(&mut send).await;
             Some(*code)
         }
         Service::Tcp { .. } | Service::UnixTcp(_) => {
@@ -252,8 +255,18 @@ async fn proxy(
             return Some(status);
         }
     }
-    let _ = send.finish();
+    finish_acked(&mut send).await;
     Some(status)
+}
+
+/// Ends a stream and waits until the edge has acknowledged all of it (or
+/// reset it), so that the stream counts as in flight until its answer has
+/// arrived: a retiring connection is closed only once nothing is in flight,
+/// and closing a QUIC connection drops the data not yet delivered.
+pub(crate) async fn finish_acked(send: &mut SendStream) {
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(FINISH_ACK_TIMEOUT, send.stopped()).await;
+    }
 }
 
 /// The origin's headers for the tunnel; `keep` says which.
@@ -368,7 +381,7 @@ pub(crate) async fn answer_error(
         .with_label_values(&[kind.as_str()])
         .inc();
     let _ = write_frame(send, &Frame::ResponseHead(ResponseHead::Error(kind))).await;
-    let _ = send.finish();
+    finish_acked(send).await;
     Some(match kind {
         StreamErrorKind::OriginTimeout => 504,
         StreamErrorKind::BadRequest => 400,
