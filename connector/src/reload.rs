@@ -100,10 +100,7 @@ impl RestartOnly {
             "ca_cert / danger_accept_invalid_edge_certs",
         );
         check(self.admin != new.admin, "admin");
-        check(
-            self.ha_connections != new.ha_connections,
-            "ha_connections",
-        );
+        check(self.ha_connections != new.ha_connections, "ha_connections");
         check(self.grace_period != new.grace_period, "grace_period");
         check(self.backoff != new.backoff, "backoff_base / backoff_max");
         check(self.log_format != new.log_format, "log_format");
@@ -312,7 +309,6 @@ pub fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -325,10 +321,8 @@ mod tests {
 
     impl Files {
         fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "connector-reload-{}-{name}",
-                std::process::id()
-            ));
+            let dir = std::env::temp_dir()
+                .join(format!("connector-reload-{}-{name}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             let token = TunnelToken::generate().unwrap().to_string();
@@ -411,7 +405,11 @@ mod tests {
         for (top, ingress, named) in [
             ("", "  - service: ftp://127.0.0.1:21\n", "ingress[0]"),
             ("ingres: []\n", TWO_RULES, "ingres"),
-            ("", "  - hostname: b.example.com\n    service: http_status:204\n", "ingress[0]"),
+            (
+                "",
+                "  - hostname: b.example.com\n    service: http_status:204\n",
+                "ingress[0]",
+            ),
             ("ha_connections: 0\n", THREE_RULES, "ha_connections"),
         ] {
             files.write(top, ingress);

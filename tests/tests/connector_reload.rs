@@ -143,7 +143,9 @@ impl Setup {
             self.origin(rules.origin)
         ));
         if let Some(h) = &rules.host_header {
-            y.push_str(&format!("    origin_request:\n      http_host_header: {h}\n"));
+            y.push_str(&format!(
+                "    origin_request:\n      http_host_header: {h}\n"
+            ));
         }
         y.push_str("  - service: http_status:404\n");
         y
@@ -197,7 +199,8 @@ impl Replica {
 
     fn restart(&mut self, work: &Workdir) {
         self.runs += 1;
-        self.connector.proc = spawn_connector(work, self.n, self.runs, &self.config, &self.extra_args);
+        self.connector.proc =
+            spawn_connector(work, self.n, self.runs, &self.config, &self.extra_args);
     }
 
     async fn metric(&self, name: &str) -> f64 {
@@ -281,7 +284,7 @@ impl Load {
                     let failures = failures.clone();
                     requests.spawn(async move {
                         let cause = match client
-                            .fetch(&url)
+                            .get(&url)
                             .timeout(Duration::from_secs(20))
                             .send()
                             .await
@@ -344,7 +347,12 @@ impl Load {
 
 /// What `GET` answers through the edge, as (status, body).
 async fn fetch(client: &reqwest::Client, url: &str) -> (u16, String) {
-    match client.get(url).timeout(Duration::from_secs(10)).send().await {
+    match client
+        .get(url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+    {
         Ok(r) => {
             let status = r.status().as_u16();
             (status, r.text().await.unwrap_or_default())
@@ -356,7 +364,11 @@ async fn fetch(client: &reqwest::Client, url: &str) -> (u16, String) {
 /// Whether a request through the edge shows `rules` in force for `change`.
 async fn shows(s: &Setup, change: &Change, rules: &Rules) -> Result<(), String> {
     let (host, path, want): (String, &str, String) = match change {
-        Change::NewRule(g) => (format!("g{g}.app.test"), "/hello", "hello from origin\n".into()),
+        Change::NewRule(g) => (
+            format!("g{g}.app.test"),
+            "/hello",
+            "hello from origin\n".into(),
+        ),
         Change::ChangedOrigin(o) => (HOST.into(), "/whoami", (*o).into()),
         Change::HostHeader(h) => (HOST.into(), "/headers", format!("\"host\":\"{h}\"")),
         Change::Invalid(..) => {
@@ -520,6 +532,17 @@ async fn twenty_rule_changes_and_replica_restarts_under_load_fail_no_request() {
     eprintln!(
         "20 changes ({valid} valid, {invalid} invalid): slowest from write to in force on a replica {slowest:?}"
     );
+    // The last change was an invalid file: a restart would refuse it, so
+    // put the good one back (a reload like any other).
+    for r in &replicas {
+        replace_file(&r.config, &s.config_text(r.n, &s.ingress(&rules)));
+        r.wait_metric(
+            "connector_config_reloads_total",
+            valid + 1.0,
+            &format!("replica {} to take the good file back", r.n),
+        )
+        .await;
+    }
     load.finish("20 changes of the ingress rules").await;
 
     // (b) Each replica stopped (SIGTERM) and started again, three rounds.
@@ -648,7 +671,10 @@ async fn sighup_reloads_keeps_the_last_good_config_and_names_what_needs_a_restar
     r.wait_metric("connector_config_reloads_total", 1.0, "the SIGHUP reload")
         .await;
     eprintln!("SIGHUP to reloaded: {:?}", hup.elapsed());
-    assert_eq!(fetch(&probe, &g1).await, (200, "hello from origin\n".into()));
+    assert_eq!(
+        fetch(&probe, &g1).await,
+        (200, "hello from origin\n".into())
+    );
     let log = r.connector.proc.log();
     let reloaded = log
         .lines()
@@ -661,7 +687,6 @@ async fn sighup_reloads_keeps_the_last_good_config_and_names_what_needs_a_restar
         &r.config,
         &s.config_text(
             n,
-            "",
             "  - service: http_status:404\n  - hostname: late.app.test\n    service: http_status:204\n",
         ),
     );
@@ -672,7 +697,10 @@ async fn sighup_reloads_keeps_the_last_good_config_and_names_what_needs_a_restar
         "the refused reload",
     )
     .await;
-    assert_eq!(r.metric("connector_config_last_reload_successful").await, 0.0);
+    assert_eq!(
+        r.metric("connector_config_last_reload_successful").await,
+        0.0
+    );
     assert_eq!(r.metric("connector_config_reloads_total").await, 1.0);
     assert_eq!(fetch(&probe, &g1).await.0, 200, "the last good rules serve");
     let log = r.connector.proc.log();
@@ -681,7 +709,10 @@ async fn sighup_reloads_keeps_the_last_good_config_and_names_what_needs_a_restar
         .rfind(|l| l.contains("config reload refused"))
         .expect("the refusal is logged");
     assert!(refused.contains("ingress"), "{refused}");
-    assert!(refused.contains(&r.config.display().to_string()), "{refused}");
+    assert!(
+        refused.contains(&r.config.display().to_string()),
+        "{refused}"
+    );
 
     // A setting only a restart applies: named, and the rest applied.
     rules.extra.push(2);
@@ -694,16 +725,25 @@ async fn sighup_reloads_keeps_the_last_good_config_and_names_what_needs_a_restar
     r.wait_metric("connector_config_reloads_total", 2.0, "the second reload")
         .await;
     assert_eq!(r.metric("connector_config_restart_required").await, 1.0);
-    assert_eq!(r.metric("connector_config_last_reload_successful").await, 1.0);
+    assert_eq!(
+        r.metric("connector_config_last_reload_successful").await,
+        1.0
+    );
     let g2 = s.client("g2.app.test");
     assert_eq!(fetch(&g2, &s.url("g2.app.test", "/hello")).await.0, 200);
     let log = r.connector.proc.log();
     assert!(
-        log.contains("ha_connections changed in the config file; restart the connector to apply it"),
+        log.contains(
+            "ha_connections changed in the config file; restart the connector to apply it"
+        ),
         "{log}"
     );
     assert_eq!(
-        metrics::sum(&r.connector.metrics().await, "connector_tunnel_connections", &[]),
+        metrics::sum(
+            &r.connector.metrics().await,
+            "connector_tunnel_connections",
+            &[]
+        ),
         HA as f64,
         "the running connections stay as they were"
     );
@@ -721,10 +761,14 @@ async fn sighup_reloads_keeps_the_last_good_config_and_names_what_needs_a_restar
     );
     quick.wait_ready().await;
     quick.proc.signal("HUP");
-    eventually("the quick-mode connector to log the SIGHUP", PATIENCE, || {
-        let log = quick.proc.log();
-        async move { log.contains("no file to reload").then_some(()) }
-    })
+    eventually(
+        "the quick-mode connector to log the SIGHUP",
+        PATIENCE,
+        || {
+            let log = quick.proc.log();
+            async move { log.contains("no file to reload").then_some(()) }
+        },
+    )
     .await;
     assert!(quick.proc.running(), "SIGHUP must not end the connector");
 }
