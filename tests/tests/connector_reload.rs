@@ -550,7 +550,7 @@ async fn twenty_rule_changes_and_replica_restarts_under_load_fail_no_request() {
     let slow_client = s.client(HOST);
     let mut slow_sent = 0u64;
     for round in 1..=3 {
-        for k in 0..replicas.len() {
+        for r in replicas.iter_mut() {
             wait_edge_connections(&s, 2 * HA).await;
             // Slow requests spread over all four connections (the edge
             // picks the one with the fewest in flight): some on the replica
@@ -564,7 +564,6 @@ async fn twenty_rule_changes_and_replica_restarts_under_load_fail_no_request() {
                 .collect();
             slow_sent += slow.len() as u64;
             wait_slow_started(&s, slow_sent).await;
-            let r = &mut replicas[k];
             eprintln!(
                 "round {round}: replica {} has {} streams in flight at SIGTERM",
                 r.n,
