@@ -91,8 +91,9 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
                 headers: vec![("content-length".into(), b"0".to_vec())],
             };
             let _ = write_frame(&mut send, &Frame::ResponseHead(resp)).await;
+            count(&ctx, Some(*code));
             finish_acked(&mut send).await;
-            Some(*code)
+            None
         }
         Service::Tcp { .. } | Service::UnixTcp(_) => {
             tracing::warn!(request_id = ?head.request_id, hostname = %head.authority,
@@ -120,6 +121,7 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
     count(&ctx, status);
 }
 
+/// Counts an answered request; `None`: counted already, or not an answer.
 fn count(ctx: &StreamContext, status: Option<u16>) {
     if let Some(status) = status {
         ctx.metrics
@@ -143,6 +145,9 @@ fn check_head(head: &RequestHead) -> Result<OriginTarget, TargetError> {
     OriginTarget::parse(&head.method, &head.path)
 }
 
+/// Proxies one HTTP request; returns the status to count, or `None` when it
+/// counted it itself (a complete answer, counted before the wait for the
+/// edge's acknowledgement).
 #[allow(clippy::too_many_arguments)]
 async fn proxy(
     ctx: &StreamContext,
@@ -255,8 +260,11 @@ async fn proxy(
             return Some(status);
         }
     }
+    // Counted now: the wait for the edge's acknowledgement is not the
+    // request's business.
+    count(ctx, Some(status));
     finish_acked(&mut send).await;
-    Some(status)
+    None
 }
 
 /// Ends a stream and waits until the edge has acknowledged all of it (or
@@ -381,7 +389,7 @@ pub(crate) async fn answer_error(
         .with_label_values(&[kind.as_str()])
         .inc();
     let _ = write_frame(send, &Frame::ResponseHead(ResponseHead::Error(kind))).await;
-    finish_acked(send).await;
+    let _ = send.finish();
     Some(match kind {
         StreamErrorKind::OriginTimeout => 504,
         StreamErrorKind::BadRequest => 400,

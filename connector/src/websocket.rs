@@ -221,5 +221,5 @@ async fn forward_body(mut body: hyper::body::Incoming, send: &mut SendStream) {
             return;
         }
     }
-    crate::stream::finish_acked(send).await;
+    let _ = send.finish();
 }
