@@ -26,6 +26,13 @@ pub enum Command {
     /// ingress rules) or quick mode: `--edge ADDR --token-file FILE
     /// --ca-cert FILE --url URL`, where URL may be a TCP service such as
     /// `ssh://127.0.0.1:22`.
+    ///
+    /// The config file is re-read on SIGHUP and when it changes: ingress
+    /// rules and origin options apply to new requests at once, an invalid
+    /// file is refused (logged, counted) and the running config stays.
+    /// SIGTERM unregisters every tunnel connection (the edges send new
+    /// requests to other replicas of the tunnel), lets the requests in
+    /// flight finish within --grace-period, then exits.
     Run(Box<RunArgs>),
     /// Check and try ingress rules.
     #[command(subcommand)]

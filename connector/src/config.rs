@@ -33,12 +33,21 @@ use crate::supervisor::EdgeTarget;
 pub const TOKEN_ENV: &str = "CONNECTOR_TOKEN";
 
 /// Flags of `connector run`. Each has a `CONNECTOR_*` variable; a flag or
-/// variable wins over the same key in `--config`.
-#[derive(Debug, Args, Default)]
+/// variable wins over the same key in `--config`. Kept whole while the
+/// connector runs: a reload resolves the same flags over the new file.
+#[derive(Debug, Args, Default, Clone)]
 pub struct RunArgs {
     /// YAML config file (edges, token_file, ca_cert, ingress, origin_request, ...).
+    /// Re-read on SIGHUP and when it changes: new ingress rules and origin
+    /// options apply to new requests without a restart; an invalid file is
+    /// logged and the running config stays.
     #[arg(long, env = "CONNECTOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// How often to look at the --config file for a change (its time,
+    /// size and inode; then its content); `0s` turns the polling off and
+    /// leaves SIGHUP. [default: 250ms]
+    #[arg(long, env = "CONNECTOR_CONFIG_POLL_INTERVAL", value_name = "DURATION", value_parser = daemon::duration::parse)]
+    pub config_poll_interval: Option<Duration>,
     /// Edge to connect to, `host:port` (UDP). Repeat for several edges.
     #[arg(
         long = "edge",
@@ -116,7 +125,7 @@ pub struct FileConfig {
 }
 
 /// How to trust edges.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trust {
     /// A CA file.
     Ca(PathBuf),
@@ -147,6 +156,10 @@ pub struct ConnectorConfig {
     pub backoff_max: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// The config file, re-read on SIGHUP and when it changes.
+    pub config_file: Option<PathBuf>,
+    /// How often the config file is polled for a change; zero: never.
+    pub config_poll: Duration,
 }
 
 /// A setting that is missing or wrong. Never includes the token.
@@ -394,6 +407,10 @@ impl RunArgs {
             backoff_base,
             backoff_max,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            config_file: self.config,
+            config_poll: self
+                .config_poll_interval
+                .unwrap_or(crate::reload::DEFAULT_POLL),
         })
     }
 }

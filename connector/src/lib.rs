@@ -7,6 +7,8 @@
 //! - [`tcp`]: one TCP connection (`tcp` stream) to a TCP service.
 //! - [`proxy_protocol`]: the PROXY protocol v2 header a TCP rule may send.
 //! - [`ingress`]: rules and matching (cloudflared's semantics).
+//! - [`reload`]: the config file re-read on SIGHUP and when it changes, the
+//!   rules swapped for new streams.
 //! - [`origin`]: origin options and pooled clients.
 //! - [`target`]: the request target, checked, and the origin URL built from it.
 //! - [`upload`]: the request body, with its idle timeout and completion.
@@ -22,6 +24,7 @@ pub mod ingress;
 pub mod metrics;
 pub mod origin;
 pub mod proxy_protocol;
+pub mod reload;
 pub mod stream;
 pub mod supervisor;
 pub mod target;
@@ -38,14 +41,21 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel::endpoint::EdgeTrust;
 
-use crate::config::{ConnectorConfig, Trust};
+use crate::config::{ConnectorConfig, RunArgs, Trust};
 use crate::metrics::Metrics;
 use crate::origin::OriginClients;
+use crate::reload::{Reloader, SharedStreams};
 use crate::stream::StreamContext;
 use crate::supervisor::{Supervisor, Timing};
 
-/// Runs the connector until SIGTERM or SIGINT, then drains.
-pub async fn run(cfg: ConnectorConfig, release: Release) -> anyhow::Result<()> {
+/// Runs the connector until SIGTERM or SIGINT, then drains: each tunnel
+/// connection is unregistered (the edges stop sending it new requests), the
+/// requests in flight finish within the grace period, then it exits. `args`
+/// are the flags `cfg` was resolved from: a reload (SIGHUP, or a change of
+/// the config file) resolves them again over the new file.
+pub async fn run(cfg: ConnectorConfig, args: RunArgs, release: Release) -> anyhow::Result<()> {
+    // First: from here on a SIGHUP reloads instead of ending the process.
+    let hangup = reload::hangup_signal();
     // The process-wide provider, for any TLS client that looks for one (the
     // origin clients and the edge endpoint name ring themselves).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -88,6 +98,13 @@ pub async fn run(cfg: ConnectorConfig, release: Release) -> anyhow::Result<()> {
 
     let tunnel_id = cfg.token.tunnel_id.to_string();
     metrics.init_tunnel(&tunnel_id);
+    let streams = Arc::new(SharedStreams::new(StreamContext {
+        ingress: Arc::new(cfg.ingress.clone()),
+        origins,
+        metrics: metrics.clone(),
+        tunnel: tunnel_id.clone(),
+    }));
+    let reloader = Reloader::new(args, &cfg, streams.clone(), metrics.clone());
     let supervisor = Arc::new(Supervisor {
         endpoint: endpoint.clone(),
         edges: cfg.edges.clone(),
@@ -95,12 +112,7 @@ pub async fn run(cfg: ConnectorConfig, release: Release) -> anyhow::Result<()> {
         connector_id: connector_id(),
         version: release.version.clone(),
         ha_connections: cfg.ha_connections,
-        streams: Arc::new(StreamContext {
-            ingress: Arc::new(cfg.ingress),
-            origins,
-            metrics: metrics.clone(),
-            tunnel: tunnel_id.clone(),
-        }),
+        streams,
         metrics: metrics.clone(),
         registered,
         stream_tasks: TaskTracker::new(),
@@ -113,14 +125,17 @@ pub async fn run(cfg: ConnectorConfig, release: Release) -> anyhow::Result<()> {
     });
     let cancel = CancellationToken::new();
     let slots = supervisor.start(&cancel);
+    let watcher = tokio::spawn(reloader.watch(cfg.config_poll, hangup, cancel.clone()));
     tracing::info!(version = %release.version, tunnel = %tunnel_id,
         edges = ?cfg.edges.iter().map(|e| &e.address).collect::<Vec<_>>(),
-        ha_connections = cfg.ha_connections, admin = %cfg.admin, "connector started");
+        ha_connections = cfg.ha_connections, admin = %cfg.admin,
+        config = ?cfg.config_file, config_poll = ?cfg.config_poll, "connector started");
 
     let signal = daemon::signal::shutdown().await;
     tracing::info!(signal, grace_period = ?cfg.grace_period,
         "draining: unregistering connections, finishing in-flight requests");
     cancel.cancel();
+    let _ = watcher.await;
     for slot in slots {
         let _ = slot.await;
     }

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
-            let cfg = match args.resolve() {
+            let cfg = match args.as_ref().clone().resolve() {
                 Ok(cfg) => cfg,
                 Err(e) => return fail_config(&e.to_string()),
             };
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
             };
-            match runtime.block_on(connector::run(cfg, release)) {
+            match runtime.block_on(connector::run(cfg, *args, release)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("{e:#}")),
             }

@@ -1,7 +1,8 @@
 //! The connector's Prometheus metrics. Every name starts with `connector_`.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use tunnel::message::StreamErrorKind;
 
@@ -43,6 +44,21 @@ pub struct Metrics {
     /// `connector_tcp_errors_total{tunnel, kind}`: `tcp` streams answered
     /// with an error, by [`StreamErrorKind`] label.
     pub tcp_errors: IntCounterVec,
+    /// `connector_config_reloads_total`: config file reloads that put new
+    /// ingress rules and origin options in force.
+    pub config_reloads: IntCounter,
+    /// `connector_config_reload_errors_total`: reloads refused because the
+    /// new config was invalid (the running one stayed).
+    pub config_reload_errors: IntCounter,
+    /// `connector_config_last_reload_successful`: 1 when the last reload
+    /// (or the start) succeeded, 0 when it was refused.
+    pub config_last_reload_successful: IntGauge,
+    /// `connector_config_last_reload_success_timestamp_seconds`: when the
+    /// config in force was loaded (the start, then each successful reload).
+    pub config_last_reload_success: Gauge,
+    /// `connector_config_restart_required`: 1 when the config file changes
+    /// a setting that only a restart applies (edges, token, ...).
+    pub config_restart_required: IntGauge,
 }
 
 /// The `kind` label of `connector_tcp_errors_total`: the error kind in
@@ -158,6 +174,31 @@ impl Metrics {
                 "Requests refused because of what the edge sent, by reason.",
                 &["reason"],
             ),
+            config_reloads: IntCounter::new(
+                "connector_config_reloads_total",
+                "Config file reloads that put new ingress rules and origin options in force.",
+            )
+            .expect("valid metric"),
+            config_reload_errors: IntCounter::new(
+                "connector_config_reload_errors_total",
+                "Config file reloads refused because the new config was invalid; the running config stayed.",
+            )
+            .expect("valid metric"),
+            config_last_reload_successful: IntGauge::new(
+                "connector_config_last_reload_successful",
+                "1 when the last config load (start or reload) succeeded, 0 when the last reload was refused.",
+            )
+            .expect("valid metric"),
+            config_last_reload_success: Gauge::new(
+                "connector_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful config load (start or reload).",
+            )
+            .expect("valid metric"),
+            config_restart_required: IntGauge::new(
+                "connector_config_restart_required",
+                "1 when the config file changes a setting that only a restart applies (edges, token, ha_connections, ...).",
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -175,6 +216,11 @@ impl Metrics {
             Box::new(m.tcp_streams_open.clone()),
             Box::new(m.tcp_bytes.clone()),
             Box::new(m.tcp_errors.clone()),
+            Box::new(m.config_reloads.clone()),
+            Box::new(m.config_reload_errors.clone()),
+            Box::new(m.config_last_reload_successful.clone()),
+            Box::new(m.config_last_reload_success.clone()),
+            Box::new(m.config_restart_required.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

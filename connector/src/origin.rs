@@ -177,16 +177,47 @@ pub struct OriginClients(Vec<Option<OriginClient>>);
 impl OriginClients {
     /// Builds the clients; fails when a CA file cannot be read.
     pub fn build(ingress: &Ingress) -> anyhow::Result<Self> {
+        Self::build_with(ingress, |_| None)
+    }
+
+    /// Builds the clients of a reloaded `ingress`, taking over the client
+    /// (and so its pool of idle origin connections) of a rule of `old` with
+    /// the same service and options. A rule with a `ca_pool` always gets a
+    /// new client, so a reload reads its CA file again.
+    pub fn rebuild(
+        ingress: &Ingress,
+        old: &Ingress,
+        old_clients: &OriginClients,
+    ) -> anyhow::Result<Self> {
+        Self::build_with(ingress, |rule| {
+            if rule.origin.ca_pool.is_some() {
+                return None;
+            }
+            let same = old
+                .rules()
+                .iter()
+                .position(|o| o.service == rule.service && o.origin == rule.origin)?;
+            old_clients.get(same).cloned()
+        })
+    }
+
+    fn build_with(
+        ingress: &Ingress,
+        reuse: impl Fn(&crate::ingress::Rule) -> Option<OriginClient>,
+    ) -> anyhow::Result<Self> {
         let mut clients = Vec::new();
         for (i, rule) in ingress.rules().iter().enumerate() {
             let client = match &rule.service {
                 // The connector answers these itself, or dials them in
                 // `crate::tcp` (a connection per stream, no pool).
                 Service::Status(_) | Service::Tcp { .. } | Service::UnixTcp(_) => None,
-                Service::Http { .. } | Service::Unix(_) => Some(
-                    OriginClient::new(&rule.service, &rule.origin)
-                        .map_err(|e| anyhow::anyhow!("ingress rule #{}: {e}", i + 1))?,
-                ),
+                Service::Http { .. } | Service::Unix(_) => match reuse(rule) {
+                    Some(client) => Some(client),
+                    None => Some(
+                        OriginClient::new(&rule.service, &rule.origin)
+                            .map_err(|e| anyhow::anyhow!("ingress rule #{}: {e}", i + 1))?,
+                    ),
+                },
             };
             clients.push(client);
         }

@@ -23,6 +23,9 @@ use crate::upload::{self, Upload, UploadState, Waited};
 
 /// How long the edge has to send a request head on a new stream.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a finished stream waits for the edge to acknowledge its last
+/// bytes (see [`finish_acked`]).
+const FINISH_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// QUIC error code for a stream abandoned because the origin failed mid-body.
 const ORIGIN_BODY_FAILED: u32 = 2;
 /// `connector_bad_requests_total` reason: the request body stalled.
@@ -88,8 +91,9 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
                 headers: vec![("content-length".into(), b"0".to_vec())],
             };
             let _ = write_frame(&mut send, &Frame::ResponseHead(resp)).await;
-            let _ = send.finish();
-            Some(*code)
+            count(&ctx, Some(*code));
+            finish_acked(&mut send).await;
+            None
         }
         Service::Tcp { .. } | Service::UnixTcp(_) => {
             tracing::warn!(request_id = ?head.request_id, hostname = %head.authority,
@@ -117,6 +121,7 @@ pub async fn serve(ctx: Arc<StreamContext>, mut send: SendStream, mut recv: Recv
     count(&ctx, status);
 }
 
+/// Counts an answered request; `None`: counted already, or not an answer.
 fn count(ctx: &StreamContext, status: Option<u16>) {
     if let Some(status) = status {
         ctx.metrics
@@ -140,6 +145,9 @@ fn check_head(head: &RequestHead) -> Result<OriginTarget, TargetError> {
     OriginTarget::parse(&head.method, &head.path)
 }
 
+/// Proxies one HTTP request; returns the status to count, or `None` when it
+/// counted it itself (a complete answer, counted before the wait for the
+/// edge's acknowledgement).
 #[allow(clippy::too_many_arguments)]
 async fn proxy(
     ctx: &StreamContext,
@@ -252,8 +260,21 @@ async fn proxy(
             return Some(status);
         }
     }
-    let _ = send.finish();
-    Some(status)
+    // Counted now: the wait for the edge's acknowledgement is not the
+    // request's business.
+    count(ctx, Some(status));
+    finish_acked(&mut send).await;
+    None
+}
+
+/// Ends a stream and waits until the edge has acknowledged all of it (or
+/// reset it), so that the stream counts as in flight until its answer has
+/// arrived: a retiring connection is closed only once nothing is in flight,
+/// and closing a QUIC connection drops the data not yet delivered.
+pub(crate) async fn finish_acked(send: &mut SendStream) {
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(FINISH_ACK_TIMEOUT, send.stopped()).await;
+    }
 }
 
 /// The origin's headers for the tunnel; `keep` says which.

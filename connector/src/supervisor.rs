@@ -25,7 +25,7 @@ use tunnel::token::TunnelToken;
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
-use crate::stream::StreamContext;
+use crate::reload::SharedStreams;
 
 /// Longest wait for a QUIC handshake with an edge.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -72,8 +72,9 @@ pub struct Supervisor {
     pub version: String,
     /// Number of slots.
     pub ha_connections: usize,
-    /// What stream tasks need.
-    pub streams: Arc<StreamContext>,
+    /// What stream tasks need: each takes the rules in force when it
+    /// starts (a reload swaps them for later streams).
+    pub streams: Arc<SharedStreams>,
     /// Metrics.
     pub metrics: Metrics,
     /// Registered connections now (readiness).
@@ -148,9 +149,21 @@ impl Supervisor {
                             .inc();
                     }
                     dialed_before = true;
+                    let this = self.clone();
+                    let mut dialing =
+                        tokio::spawn(async move { this.dial_first(slot, &order).await });
                     let result = tokio::select! {
-                        r = self.dial_first(slot, &order) => r,
-                        _ = cancel.cancelled() => return,
+                        r = &mut dialing => r.unwrap_or_else(|e| {
+                            tracing::error!(slot, error = %e, "dial task failed");
+                            Err(Duration::ZERO)
+                        }),
+                        _ = cancel.cancelled() => {
+                            // A registration under way is let finish and
+                            // then unregistered, never dropped: the edge may
+                            // already route requests to it.
+                            self.retire_when_dialed(dialing);
+                            return;
+                        }
                     };
                     match result {
                         Ok(c) => c,
@@ -320,16 +333,16 @@ impl Supervisor {
             (b, Instant::now() + PROBE_FIRST)
         });
         let mut probe_task: Option<JoinHandle<Result<EdgeConn, DialError>>> = None;
-        loop {
+        let ended = loop {
             let probe_at = probe.as_ref().map(|(_, at)| *at);
             tokio::select! {
                 _ = cancel.cancelled() => {
                     self.retire(c, self.grace_period);
-                    return Ended::Shutdown;
+                    break Ended::Shutdown;
                 }
                 stream = c.conn.accept_bi() => match stream {
                     Ok((send, recv)) => self.spawn_stream(&c.in_flight, send, recv),
-                    Err(e) => return Ended::Lost(e.to_string()),
+                    Err(e) => break Ended::Lost(e.to_string()),
                 },
                 msg = c.control_rx.recv() => match msg {
                     Some(ControlMessage::Drain(d)) => {
@@ -338,10 +351,10 @@ impl Supervisor {
                             "edge is draining; moving this connection");
                         let edge = c.edge;
                         self.retire(c, d.deadline);
-                        return Ended::Drained(edge);
+                        break Ended::Drained(edge);
                     }
                     Some(other) => tracing::debug!(?other, "ignoring control message"),
-                    None => return Ended::Lost("control stream closed by the edge".into()),
+                    None => break Ended::Lost("control stream closed by the edge".into()),
                 },
                 _ = sleep_until_opt(probe_at), if probe_task.is_none() && probe_at.is_some() => {
                     let this = self.clone();
@@ -354,7 +367,7 @@ impl Supervisor {
                             tracing::info!(slot, from = %address, to = %self.edges[preferred].address,
                                 "preferred edge is back; moving the connection");
                             self.retire(c, self.grace_period);
-                            return Ended::Moved(new);
+                            break Ended::Moved(new);
                         }
                         _ => {
                             if let Some((b, at)) = probe.as_mut() {
@@ -364,7 +377,13 @@ impl Supervisor {
                     }
                 }
             }
+        };
+        // A probe still dialing may register: unregister it then, never
+        // drop a connection the edge may already route requests to.
+        if let Some(task) = probe_task.take() {
+            self.retire_when_dialed(task);
         }
+        ended
     }
 
     fn spawn_stream(
@@ -373,11 +392,25 @@ impl Supervisor {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
     ) {
-        let ctx = self.streams.clone();
+        let ctx = self.streams.current();
         let guard = StreamGuard::new(in_flight.clone(), self.metrics.clone());
         self.stream_tasks.spawn(async move {
             crate::stream::serve(ctx, send, recv).await;
             drop(guard);
+        });
+    }
+
+    /// Waits for a dial that is no longer wanted (shutdown, or a probe
+    /// whose slot moved on) and retires its connection if it registered.
+    fn retire_when_dialed<E: Send + 'static>(
+        self: &Arc<Self>,
+        dialing: JoinHandle<Result<EdgeConn, E>>,
+    ) {
+        let this = self.clone();
+        self.retiring.spawn(async move {
+            if let Ok(Ok(conn)) = dialing.await {
+                this.retire(conn, this.grace_period);
+            }
         });
     }
 
@@ -390,7 +423,7 @@ impl Supervisor {
             in_flight,
             ..
         } = c;
-        let ctx = self.streams.clone();
+        let streams = self.streams.clone();
         let metrics = self.metrics.clone();
         let tasks = self.stream_tasks.clone();
         let deadline = Instant::now() + deadline.min(self.grace_period).max(RETIRE_MIN);
@@ -401,7 +434,7 @@ impl Supervisor {
                 tokio::select! {
                     stream = conn.accept_bi() => match stream {
                         Ok((send, recv)) => {
-                            let ctx = ctx.clone();
+                            let ctx = streams.current();
                             let guard = StreamGuard::new(in_flight.clone(), metrics.clone());
                             tasks.spawn(async move {
                                 crate::stream::serve(ctx, send, recv).await;
