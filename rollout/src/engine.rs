@@ -799,8 +799,7 @@ impl Engine<'_> {
             .filter(|s| s.event.kind == "rollback_applied")
             .filter_map(|s| {
                 let host = s.event.host.clone()?;
-                let component =
-                    serde_json::from_value(s.event.detail["component"].clone()).ok()?;
+                let component = serde_json::from_value(s.event.detail["component"].clone()).ok()?;
                 Some((host, component))
             })
             .collect();
@@ -824,7 +823,10 @@ impl Engine<'_> {
                 // Every host of the later component is back before the
                 // first host of the earlier one is touched.
                 let done = current.expect("checked above");
-                failed.extend(self.confirm_back(done, &std::mem::take(&mut pending), spec).await);
+                failed.extend(
+                    self.confirm_back(done, &std::mem::take(&mut pending), spec)
+                        .await,
+                );
                 self.say(&format!("  {done}: every touched host is back"));
             }
             current = Some(component);
@@ -1030,8 +1032,8 @@ fn touched(history: &[Step], default: Component) -> Vec<(String, Component, Opti
         .filter(|s| s.event.kind == "assign")
         .filter_map(|s| {
             let host = s.event.host.clone()?;
-            let component = serde_json::from_value(s.event.detail["component"].clone())
-                .unwrap_or(default);
+            let component =
+                serde_json::from_value(s.event.detail["component"].clone()).unwrap_or(default);
             let previous = serde_json::from_value(s.event.detail["previous"].clone()).ok();
             seen.insert((host.clone(), component))
                 .then_some((host, component, previous))
@@ -1064,14 +1066,13 @@ fn drift(plan: &Plan, now: &[Inventory]) -> String {
         for h in now.hosts() {
             match then.get(&h.id) {
                 None => changes.push(format!("{} is new", on(&h.id))),
-                Some(old) if old.version != h.version || old.reachable != h.reachable => {
-                    changes.push(format!(
+                Some(old) if old.version != h.version || old.reachable != h.reachable => changes
+                    .push(format!(
                         "{}: {} -> {}",
                         on(&h.id),
                         describe(old.version.as_deref(), old.reachable),
                         describe(h.version.as_deref(), h.reachable)
-                    ))
-                }
+                    )),
                 Some(_) => {}
             }
         }
@@ -1120,11 +1121,26 @@ mod tests {
                 "e2",
                 json!({"component": "edge", "previous": null}),
             ),
-            step(3, "assign", "c1", json!({"component": "connector", "previous": v1})),
+            step(
+                3,
+                "assign",
+                "c1",
+                json!({"component": "connector", "previous": v1}),
+            ),
             // A host assigned again (a resumed batch) counts once.
-            step(4, "assign", "e1", json!({"component": "edge", "previous": null})),
+            step(
+                4,
+                "assign",
+                "e1",
+                json!({"component": "edge", "previous": null}),
+            ),
             // The same host running both components counts once per component.
-            step(5, "assign", "e2", json!({"component": "connector", "previous": null})),
+            step(
+                5,
+                "assign",
+                "e2",
+                json!({"component": "connector", "previous": null}),
+            ),
             step(6, "confirmed", "e9", json!({})),
         ];
         let got: Vec<(String, Component, Option<String>)> = touched(&history, Component::Edge)
@@ -1151,5 +1167,34 @@ mod tests {
                 Component::Edge
             ]
         );
+    }
+
+    #[test]
+    fn drift_names_the_component_that_changed() {
+        use crate::inventory::tests::host;
+        let spec = Spec::from_yaml(
+            r#"
+components:
+  - component: edge
+    version: v2
+    artifact: {url: salt://e.tar.gz, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}
+    cohorts: [{name: all, target: G@role:edge}]
+  - component: connector
+    version: v2
+    artifact: {url: salt://c.tar.gz, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}
+    cohorts: [{name: all, target: G@role:connector}]
+"#,
+        )
+        .unwrap();
+        let inv = |id: &str, v: &str| Inventory::new(vec![host(id, "ams", Some(v), true)]).unwrap();
+        let m = |id: &str| BTreeMap::from([("all".to_string(), vec![id.to_string()])]);
+        let plan = Plan::build_parts(
+            &spec,
+            &[(inv("e1", "v1"), m("e1")), (inv("c1", "v1"), m("c1"))],
+        );
+        assert!(plan.matches_fleets(&[inv("e1", "v1"), inv("c1", "v1")]));
+        let now = [inv("e1", "v1"), inv("c1", "v2")];
+        assert!(!plan.matches_fleets(&now));
+        assert_eq!(drift(&plan, &now), "c1 (connector): v1 -> v2");
     }
 }

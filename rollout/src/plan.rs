@@ -180,10 +180,7 @@ impl Plan {
             let (inventory, matches) = match fleets.get(i) {
                 Some(f) => f,
                 None => {
-                    problems.push(format!(
-                        "{}: no inventory was given for it",
-                        part.component
-                    ));
+                    problems.push(format!("{}: no inventory was given for it", part.component));
                     &empty
                 }
             };
@@ -341,7 +338,11 @@ impl Plan {
                 out,
                 "Every {} stage finishes (gates green, versions confirmed) before the first {} host is touched.",
                 self.component,
-                self.later.iter().map(|p| p.component.as_str()).collect::<Vec<_>>().join(", then ")
+                self.later
+                    .iter()
+                    .map(|p| p.component.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", then ")
             );
             let _ = writeln!(
                 out,
@@ -870,7 +871,13 @@ timeouts: {salt_job: 1m, version_confirm: 1m}
             .stages
             .iter()
             .enumerate()
-            .map(|(i, s)| (plan.stage_component(i), plan.stage_version(i), s.cohort.as_str()))
+            .map(|(i, s)| {
+                (
+                    plan.stage_component(i),
+                    plan.stage_version(i),
+                    s.cohort.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             order,
@@ -893,13 +900,22 @@ timeouts: {salt_job: 1m, version_confirm: 1m}
         assert_eq!(plan.estimate, Duration::from_secs(12 * 60));
 
         let text = plan.render_table();
-        assert!(text.starts_with("Rollout of edge v2 then connector v3: 5 host(s)"), "{text}");
+        assert!(
+            text.starts_with("Rollout of edge v2 then connector v3: 5 host(s)"),
+            "{text}"
+        );
         assert!(
             text.contains("Every edge stage finishes (gates green, versions confirmed) before the first connector host is touched."),
             "{text}"
         );
-        let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle}: {text}"));
-        assert!(at("edge canary (") < at("edge rest (") && at("edge rest (") < at("connector replicas ("));
+        let at = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle}: {text}"))
+        };
+        assert!(
+            at("edge canary (") < at("edge rest (")
+                && at("edge rest (") < at("connector replicas (")
+        );
         assert!(text.contains("skipped (already v3): c1"), "{text}");
 
         // The plan file round-trips; drift in either component is seen.

@@ -109,6 +109,17 @@ fn describe(step: &Step, format: Format) -> String {
                     e.detail["value"],
                     e.detail["outcome"].as_str().unwrap_or("?")
                 ),
+                // Which component a host step concerns (absent in journals
+                // from before several components).
+                "assign" | "rollback_assign" => e.detail["component"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                "component_done" => format!(
+                    "{} done; {} next",
+                    e.detail["component"].as_str().unwrap_or("?"),
+                    e.detail["next"].as_str().unwrap_or("?")
+                ),
                 _ => String::new(),
             };
             format!(

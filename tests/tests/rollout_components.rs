@@ -102,7 +102,9 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.starts_with("Rollout of edge v2 then connector v2: 8 host(s) in 6 batch(es), 5 stage(s)"),
+        text.starts_with(
+            "Rollout of edge v2 then connector v2: 8 host(s) in 6 batch(es), 5 stage(s)"
+        ),
         "{text}"
     );
     let at = |needle: &str| {
@@ -142,7 +144,9 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
         if let (Ok(e), Ok(c)) = (
             fleet.prometheus.versions("edge").await,
             fleet.prometheus.versions("connector").await,
-        ) && connectors.iter().any(|id| c.get(id).is_some_and(|v| v == "v2"))
+        ) && connectors
+            .iter()
+            .any(|id| c.get(id).is_some_and(|v| v == "v2"))
         {
             connector_moved_seen += 1;
             assert!(
@@ -156,7 +160,9 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
     assert!(status.success(), "{status:?}\n{out}");
     assert!(connector_moved_seen > 0, "never sampled a connector on v2");
     assert!(
-        out.contains("edge done on every planned host (gates green, versions confirmed); connector v2 next"),
+        out.contains(
+            "edge done on every planned host (gates green, versions confirmed); connector v2 next"
+        ),
         "{out}"
     );
     fleet.wait_versions("edge", "v2", &edges).await;
@@ -168,10 +174,10 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
     let seq = |pred: &dyn Fn(&Step) -> bool| -> Vec<i64> {
         steps.iter().filter(|s| pred(s)).map(|s| s.seq).collect()
     };
-    let edge_confirmed = seq(&|s| s.event.kind == "confirmed" && s.event.detail["stage"].as_u64() < Some(3));
-    let connector_assigned = seq(&|s| {
-        s.event.kind == "assign" && component_of(s) == Some(Component::Connector)
-    });
+    let edge_confirmed =
+        seq(&|s| s.event.kind == "confirmed" && s.event.detail["stage"].as_u64() < Some(3));
+    let connector_assigned =
+        seq(&|s| s.event.kind == "assign" && component_of(s) == Some(Component::Connector));
     let boundary = seq(&|s| s.event.kind == "component_done");
     assert_eq!(edge_confirmed.len(), 4, "{steps:#?}");
     assert_eq!(connector_assigned.len(), 2, "{steps:#?}");
@@ -182,12 +188,18 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
     );
     // Gates measured in the connector part too.
     assert!(
-        steps.iter().any(|s| s.event.kind == "gate" && s.event.detail["stage"].as_u64() >= Some(3)),
+        steps
+            .iter()
+            .any(|s| s.event.kind == "gate" && s.event.detail["stage"].as_u64() >= Some(3)),
         "{steps:#?}"
     );
-    let status = rollout(&fleet, &grafana, &["status", id.as_str(), "--output", "json"])
-        .output()
-        .unwrap();
+    let status = rollout(
+        &fleet,
+        &grafana,
+        &["status", id.as_str(), "--output", "json"],
+    )
+    .output()
+    .unwrap();
     let v: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(v["rollout"]["state"], "succeeded");
     assert_eq!(v["batches_done"], 6);

@@ -542,9 +542,14 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let components: Vec<serde_json::Value> = spec
+            .parts
+            .iter()
+            .map(|p| serde_json::json!({"component": p.component, "version": p.version}))
+            .collect();
         let begin = Event::new(
             "begin",
-            serde_json::json!({"component": spec.component, "version": spec.version, "components": spec.parts.iter().map(|p| serde_json::json!({"component": p.component, "version": p.version})).collect::<Vec<_>>()}),
+            serde_json::json!({"component": spec.component, "version": spec.version, "components": components}),
         );
         append(&mut tx, &id, &begin, now).await?;
         tx.commit().await?;
