@@ -404,9 +404,8 @@ impl Engine<'_> {
                         id,
                         spec,
                         &history,
-                        (si, &batch.hosts),
+                        (si, &batch.hosts, stage.bake),
                         (component, release),
-                        stage.bake,
                         alarm,
                     )
                     .await?;
@@ -532,9 +531,8 @@ impl Engine<'_> {
         id: &RolloutId,
         spec: &Spec,
         history: &[Step],
-        (stage, hosts): (usize, &[String]),
+        (stage, hosts, bake): (usize, &[String], Duration),
         (component, release): (Component, &Release),
-        bake: Duration,
         alarm: &CancellationToken,
     ) -> Result<BatchEnd, EngineError> {
         let same_batch = |s: &Step, kind: &str| {

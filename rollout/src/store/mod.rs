@@ -519,7 +519,7 @@ impl Store {
         // first component); a rollout of several components also holds the
         // others, which only its spec names.
         for component in spec.components() {
-            if let Some(active) = holder(&mut *tx, component).await? {
+            if let Some(active) = holder(&mut tx, component).await? {
                 return Err(StoreError::AlreadyActive {
                     component,
                     id: active.id,
@@ -844,7 +844,7 @@ impl Store {
     /// component, or one of several components that lists it.
     pub async fn active(&self, component: Component) -> Result<Option<RolloutSummary>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        holder(&mut *conn, component).await
+        holder(&mut conn, component).await
     }
 
     /// A rollout with its spec and plan.
