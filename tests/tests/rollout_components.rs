@@ -268,9 +268,14 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
     let mut newest_first = assigned.clone();
     newest_first.reverse();
     assert_eq!(rolled_back, newest_first, "{steps:#?}");
-    assert_eq!(
-        steps.last().map(|s| s.event.kind.as_str()),
-        Some("rolled_back")
+    // `rolled_back` after the last host went back (set_state journals a
+    // `state` step after it).
+    let kinds: Vec<&str> = steps.iter().map(|s| s.event.kind.as_str()).collect();
+    let done = kinds.iter().position(|k| *k == "rolled_back");
+    let last_back = kinds.iter().rposition(|k| *k == "rollback_assign");
+    assert!(
+        done.is_some() && done > last_back,
+        "rolled_back {done:?} after the last rollback_assign {last_back:?}: {kinds:?}"
     );
     fleet.wait_versions("edge", "v2", &edges).await;
     fleet.wait_versions("connector", "v2", &connectors).await;
