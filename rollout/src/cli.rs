@@ -11,8 +11,9 @@ use crate::controller::Controller;
 use crate::prometheus::Prometheus;
 use crate::salt::{SaltApi, SaltSecret};
 
-/// Warren rollout controller: stages a version of `edge` or `connector`
-/// across data-center cohorts through Salt, gated on Prometheus.
+/// Warren rollout controller: stages a version of `edge` or `connector`, or
+/// of both in order (edge first), across data-center cohorts through Salt,
+/// gated on Prometheus.
 #[derive(Debug, Parser)]
 #[command(name = "rollout", version, propagate_version = true)]
 pub struct Cli {

@@ -9,10 +9,10 @@ use std::time::Duration;
 use crate::gate::Measurement;
 use crate::grafana;
 use crate::inventory::{Host, Inventory};
-use crate::plan::{GateCheck, Plan};
+use crate::plan::{Fleet, GateCheck, Plan};
 use crate::prometheus::Prometheus;
 use crate::salt::SaltApi;
-use crate::spec::{Condition, Gate, GateSource, Spec};
+use crate::spec::{Component, Condition, Gate, GateSource, Part, Spec};
 
 /// How long a minion has to answer `test.ping` when the inventory is taken.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
@@ -53,9 +53,25 @@ impl Controller {
         &self,
         spec: &Spec,
     ) -> Result<(Inventory, BTreeMap<String, Vec<String>>), ControllerError> {
+        self.part_inventory(&spec.parts[0]).await
+    }
+
+    /// [`Controller::inventory`] of every component of the spec, in order:
+    /// each with the hosts its cohorts target and the version of that
+    /// component on each.
+    pub async fn fleets(&self, spec: &Spec) -> Result<Vec<Fleet>, ControllerError> {
+        let mut fleets = Vec::with_capacity(spec.parts.len());
+        for part in &spec.parts {
+            fleets.push(self.part_inventory(part).await?);
+        }
+        Ok(fleets)
+    }
+
+    /// The inventory of one component's cohorts.
+    async fn part_inventory(&self, part: &Part) -> Result<Fleet, ControllerError> {
         let mut matches = BTreeMap::new();
         let mut grains = BTreeMap::new();
-        for cohort in &spec.cohorts {
+        for cohort in &part.cohorts {
             let found = self.salt.grains(&cohort.target).await?;
             matches.insert(
                 cohort.name.clone(),
@@ -80,7 +96,7 @@ impl Controller {
                 .map(|(id, _)| id)
                 .collect()
         };
-        let versions = self.prometheus.versions(spec.component.as_str()).await?;
+        let versions = self.prometheus.versions(part.component.as_str()).await?;
         let hosts = grains
             .into_iter()
             .map(|(id, g)| Host {
@@ -97,23 +113,41 @@ impl Controller {
 
     /// The plan for `spec` on the fleet as it is now, gates evaluated once.
     pub async fn plan(&self, spec: &Spec) -> Result<Plan, ControllerError> {
-        let (inventory, matches) = self.inventory(spec).await?;
-        let mut plan = Plan::build(spec, &inventory, &matches);
-        for gate in &spec.gates {
-            let check = match self.resolve(gate, spec).await {
-                Ok((query, condition)) => {
-                    let m = self.measure(&query, &condition).await;
-                    GateCheck::from_measurement(&gate.name, &query, &condition, &m)
+        let fleets = self.fleets(spec).await?;
+        let mut plan = Plan::build_parts(spec, &fleets);
+        // Every gate once; a panel gate whose query names `$component` or
+        // `$version` once per component whose query differs.
+        let mut seen = BTreeSet::new();
+        for part in &spec.parts {
+            for gate in &spec.gates {
+                let resolved = self.resolve_for(gate, part.component, &part.version).await;
+                let key = (
+                    gate.name.clone(),
+                    resolved.as_ref().map(|(q, c)| format!("{q} {c}")).ok(),
+                );
+                if !seen.insert(key) {
+                    continue;
                 }
-                Err(e) => GateCheck {
-                    name: gate.name.clone(),
-                    query: String::new(),
-                    value: None,
-                    would_pass: None,
-                    error: Some(e),
-                },
-            };
-            plan.record_gate(check);
+                let name = if part.component == spec.component {
+                    gate.name.clone()
+                } else {
+                    format!("{} ({})", gate.name, part.component)
+                };
+                let check = match resolved {
+                    Ok((query, condition)) => {
+                        let m = self.measure(&query, &condition).await;
+                        GateCheck::from_measurement(&name, &query, &condition, &m)
+                    }
+                    Err(e) => GateCheck {
+                        name,
+                        query: String::new(),
+                        value: None,
+                        would_pass: None,
+                        error: Some(e),
+                    },
+                };
+                plan.record_gate(check);
+            }
         }
         Ok(plan)
     }
@@ -123,6 +157,17 @@ impl Controller {
     /// from the Grafana server when one is configured (what people watch
     /// there is what gates), else from the dashboards folder.
     pub async fn resolve(&self, gate: &Gate, spec: &Spec) -> Result<(String, Condition), String> {
+        self.resolve_for(gate, spec.component, &spec.version).await
+    }
+
+    /// [`Controller::resolve`] for one component of a rollout of several:
+    /// `$component` and `$version` are that component's.
+    pub async fn resolve_for(
+        &self,
+        gate: &Gate,
+        component: Component,
+        version: &str,
+    ) -> Result<(String, Condition), String> {
         match &gate.source {
             GateSource::Query { query, condition } => Ok((query.clone(), *condition)),
             GateSource::Grafana {
@@ -131,8 +176,8 @@ impl Controller {
                 condition,
             } => {
                 let vars = grafana::Variables::from([
-                    ("version", spec.version.clone()),
-                    ("component", spec.component.as_str().to_string()),
+                    ("version", version.to_string()),
+                    ("component", component.as_str().to_string()),
                 ]);
                 let p = match &self.grafana {
                     Some(server) => {

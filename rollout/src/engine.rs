@@ -20,6 +20,7 @@ use crate::alerts::{self, Source};
 use crate::annotations::Annotator;
 use crate::controller::Controller;
 use crate::gate::{self, Analysis, Limits, Phase};
+use crate::inventory::Inventory;
 use crate::plan::Plan;
 use crate::spec::{Component, GateLength, Spec};
 use crate::store::{AlertRecord, Event, Release, RolloutId, RolloutState, Step, Store, StoreError};
@@ -134,8 +135,14 @@ impl Engine<'_> {
             return Err(EngineError::NotExecutable(plan.problems.join("; ")));
         }
         self.no_rollback_alert_firing(spec).await?;
-        let (now, _) = self.controller.inventory(spec).await?;
-        if !plan.matches_inventory(&now) {
+        let now: Vec<Inventory> = self
+            .controller
+            .fleets(spec)
+            .await?
+            .into_iter()
+            .map(|(inventory, _)| inventory)
+            .collect();
+        if !plan.matches_fleets(&now) {
             return Err(EngineError::Drift(drift(plan, &now)));
         }
         Ok(self.store.begin_rollout(spec, plan).await?)
@@ -173,12 +180,6 @@ impl Engine<'_> {
     pub async fn run(&self, id: &RolloutId) -> Result<Outcome, EngineError> {
         let rec = self.store.get(id).await?;
         let (spec, plan) = (rec.spec, rec.plan);
-        let component = spec.component;
-        let release = Release {
-            version: spec.version.clone(),
-            source: spec.artifact.url.clone(),
-            sha256: spec.artifact.sha256.clone(),
-        };
         let marks = self.annotator(id, &spec);
         if rec.summary.state == RolloutState::RollingBack {
             let history = self.store.history(id).await?;
@@ -191,7 +192,14 @@ impl Engine<'_> {
                 .unwrap_or_else(|| "resumed rollback".into());
             let cause = started.map_or(json!(null), |s| s.event.detail["cause"].clone());
             let outcome = self
-                .rollback(id, &spec, &touched(&history), reason, cause, &marks)
+                .rollback(
+                    id,
+                    &spec,
+                    &touched(&history, spec.component),
+                    reason,
+                    cause,
+                    &marks,
+                )
                 .await;
             marks.flush(ANNOTATION_FLUSH).await;
             return outcome;
@@ -216,7 +224,7 @@ impl Engine<'_> {
         // suspended in the middle of a store query would keep its pooled
         // connection (SQLite's only one) from everything that follows.
         let end = {
-            let work = self.stages(id, &spec, &plan, &release, &alarm, &marks);
+            let work = self.stages(id, &spec, &plan, &alarm, &marks);
             let watch = self.watch_alerts(id, &alarm);
             tokio::pin!(work, watch);
             tokio::select! {
@@ -230,15 +238,15 @@ impl Engine<'_> {
         let outcome = match end {
             Ok(StagesEnd::Succeeded) => {
                 self.store.set_state(id, RolloutState::Succeeded).await?;
-                marks.point(&format!("{component} {} rollout succeeded", spec.version));
+                marks.point(&format!("{} rollout succeeded", spec.describe()));
                 self.say(&format!(
-                    "rollout {id} succeeded: {component} {} everywhere planned",
-                    spec.version
+                    "rollout {id} succeeded: {} everywhere planned",
+                    spec.describe()
                 ));
                 Ok(Outcome::Succeeded)
             }
             Ok(StagesEnd::Fail(reason)) => {
-                let touched = touched(&self.store.history(id).await?);
+                let touched = touched(&self.store.history(id).await?, spec.component);
                 self.rollback(id, &spec, &touched, reason, json!(null), &marks)
                     .await
             }
@@ -256,7 +264,7 @@ impl Engine<'_> {
                     ),
                     None => ("an alert fired".to_string(), json!(null)),
                 };
-                let touched = touched(&self.store.history(id).await?);
+                let touched = touched(&self.store.history(id).await?, spec.component);
                 let outcome = self
                     .rollback(id, &spec, &touched, reason, cause, &marks)
                     .await;
@@ -297,16 +305,57 @@ impl Engine<'_> {
         id: &RolloutId,
         spec: &Spec,
         plan: &Plan,
-        release: &Release,
         alarm: &CancellationToken,
         marks: &Annotator,
     ) -> Result<StagesEnd, EngineError> {
-        let component = spec.component;
         let done = self.store.batches_done(id).await?;
         let history = self.store.history(id).await?;
-        let mut touched = touched(&history);
+        let mut touched = touched(&history, spec.component);
+        let multi = spec.parts.len() > 1;
         for (si, stage) in plan.stages.iter().enumerate() {
-            let stage_mark = format!("stage {} `{}`", si + 1, stage.cohort);
+            let component = plan.stage_component(si);
+            let Some(part) = spec.part(component) else {
+                return Ok(StagesEnd::Fail(format!(
+                    "stage {} updates {component}, which the spec does not roll out",
+                    si + 1
+                )));
+            };
+            let release = &Release {
+                version: part.version.clone(),
+                source: part.artifact.url.clone(),
+                sha256: part.artifact.sha256.clone(),
+            };
+            // The first stage of a later component: every stage of the
+            // earlier ones is done (journaled once, so a resumed rollout
+            // does not say it twice).
+            if si > 0 && plan.stage_component(si - 1) != component {
+                let previous = plan.stage_component(si - 1);
+                let already = history.iter().any(|s| {
+                    s.event.kind == "component_done" && s.event.detail["stage"] == json!(si - 1)
+                });
+                if !already {
+                    self.journal(
+                        id,
+                        "component_done",
+                        json!({"component": previous, "stage": si - 1, "next": component}),
+                        None,
+                    )
+                    .await?;
+                    self.say(&format!(
+                        "{previous} done on every planned host (gates green, versions confirmed); {component} {} next",
+                        part.version
+                    ));
+                    marks.point(&format!(
+                        "{previous} done; {component} {} starts",
+                        part.version
+                    ));
+                }
+            }
+            let stage_mark = if multi {
+                format!("{component} stage {} `{}`", si + 1, stage.cohort)
+            } else {
+                format!("stage {} `{}`", si + 1, stage.cohort)
+            };
             let mut opened = false;
             for batch in &stage.batches {
                 if done.contains(&(si, batch.index)) {
@@ -321,7 +370,7 @@ impl Engine<'_> {
                 if !opened {
                     marks.open(
                         &stage_mark,
-                        &format!("{component} {}: {stage_mark} started", spec.version),
+                        &format!("{component} {}: {stage_mark} started", release.version),
                     );
                     opened = true;
                 }
@@ -336,22 +385,29 @@ impl Engine<'_> {
                 ));
                 let at = json!({"stage": si, "batch": batch.index});
                 for host in &batch.hosts {
-                    if touched.iter().any(|(h, _)| h == host) {
+                    if touched.iter().any(|(h, c, _)| h == host && *c == component) {
                         continue;
                     }
                     let previous = self.store.assignments_for(host).await?.remove(&component);
                     self.journal(
                         id,
                         "assign",
-                        json!({"at": at, "release": release, "previous": previous}),
+                        json!({"at": at, "component": component, "release": release, "previous": previous}),
                         Some(host),
                     )
                     .await?;
                     self.store.assign(host, component, release).await?;
-                    touched.push((host.clone(), previous));
+                    touched.push((host.clone(), component, previous));
                 }
                 let end = self
-                    .batch(id, spec, &history, (si, &batch.hosts), release, alarm)
+                    .batch(
+                        id,
+                        spec,
+                        &history,
+                        (si, &batch.hosts, stage.bake),
+                        (component, release),
+                        alarm,
+                    )
                     .await?;
                 match end {
                     BatchEnd::Done => {
@@ -475,11 +531,10 @@ impl Engine<'_> {
         id: &RolloutId,
         spec: &Spec,
         history: &[Step],
-        (stage, hosts): (usize, &[String]),
-        release: &Release,
+        (stage, hosts, bake): (usize, &[String], Duration),
+        (component, release): (Component, &Release),
         alarm: &CancellationToken,
     ) -> Result<BatchEnd, EngineError> {
-        let component = spec.component;
         let same_batch = |s: &Step, kind: &str| {
             s.event.kind == kind
                 && s.event.detail["stage"] == stage
@@ -575,8 +630,8 @@ impl Engine<'_> {
             release.version,
             hosts.join(", ")
         ));
-        let bake = spec.cohorts.get(stage).map_or(Duration::ZERO, |c| c.bake);
-        self.bake(id, spec, stage, bake, alarm).await
+        self.bake(id, spec, stage, (component, &release.version), bake, alarm)
+            .await
     }
 
     /// Waits until Prometheus shows `version` on every host.
@@ -627,13 +682,14 @@ impl Engine<'_> {
         id: &RolloutId,
         spec: &Spec,
         stage: usize,
+        (component, version): (Component, &str),
         bake: Duration,
         alarm: &CancellationToken,
     ) -> Result<BatchEnd, EngineError> {
         let started = Instant::now();
         let mut gates = Vec::new();
         for g in &spec.gates {
-            match self.controller.resolve(g, spec).await {
+            match self.controller.resolve_for(g, component, version).await {
                 Ok((query, condition)) => {
                     gates.push((g, query, condition, Analysis::new(Limits::of(g)), started))
                 }
@@ -717,18 +773,34 @@ impl Engine<'_> {
         Ok(BatchEnd::Done)
     }
 
-    /// Puts every touched host back on what it had, newest first.
+    /// Puts every touched host back on what it had, newest first: in a
+    /// rollout of several components the later component's hosts (the
+    /// connectors) go back and are confirmed before the earlier one's (the
+    /// edges). Each host's step is journaled before it is acted on, and a
+    /// host whose rollback Salt job already returned (`rollback_applied`) is
+    /// not applied again when a killed controller resumes the rollback.
     async fn rollback(
         &self,
         id: &RolloutId,
         spec: &Spec,
-        touched: &[(String, Option<Release>)],
+        touched: &[(String, Component, Option<Release>)],
         reason: String,
         cause: serde_json::Value,
         marks: &Annotator,
     ) -> Result<Outcome, EngineError> {
-        let component = spec.component;
         self.say(&format!("ROLLING BACK: {reason}"));
+        let applied: BTreeSet<(String, Component)> = self
+            .store
+            .history(id)
+            .await?
+            .iter()
+            .filter(|s| s.event.kind == "rollback_applied")
+            .filter_map(|s| {
+                let host = s.event.host.clone()?;
+                let component = serde_json::from_value(s.event.detail["component"].clone()).ok()?;
+                Some((host, component))
+            })
+            .collect();
         self.journal(
             id,
             "rollback_started",
@@ -739,24 +811,43 @@ impl Engine<'_> {
         marks.open("rollback", &format!("rollback: {reason}"));
         self.store.set_state(id, RolloutState::RollingBack).await?;
         let mut failed = Vec::new();
-        let mut expected: BTreeMap<String, String> = BTreeMap::new();
-        for (host, previous) in touched.iter().rev() {
-            match previous {
-                Some(r) => {
-                    self.store.assign(host, component, r).await?;
-                    expected.insert(host.clone(), r.version.clone());
-                }
-                None => self.store.unassign(host, component).await?,
+        // (component, host) -> the version it goes back to.
+        let mut expected: BTreeMap<(Component, String), String> = BTreeMap::new();
+        let mut pending: BTreeMap<String, String> = BTreeMap::new();
+        let mut current: Option<Component> = None;
+        for (host, component, previous) in touched.iter().rev() {
+            let component = *component;
+            if current.is_some_and(|c| c != component) {
+                // Every host of the later component is back before the
+                // first host of the earlier one is touched.
+                let done = current.expect("checked above");
+                failed.extend(
+                    self.confirm_back(done, &std::mem::take(&mut pending), spec)
+                        .await,
+                );
+                self.say(&format!("  {done}: every touched host is back"));
+            }
+            current = Some(component);
+            if let Some(r) = previous {
+                expected.insert((component, host.clone()), r.version.clone());
+                pending.insert(host.clone(), r.version.clone());
+            }
+            if applied.contains(&(host.clone(), component)) {
+                continue;
             }
             self.journal(
                 id,
                 "rollback_assign",
-                json!({"previous": previous}),
+                json!({"component": component, "previous": previous}),
                 Some(host),
             )
             .await?;
+            match previous {
+                Some(r) => self.store.assign(host, component, r).await?,
+                None => self.store.unassign(host, component).await?,
+            }
             self.say(&format!(
-                "  {host}: back to {}",
+                "  {host}: {component} back to {}",
                 previous
                     .as_ref()
                     .map_or("its unmanaged release", |r| r.version.as_str())
@@ -772,26 +863,39 @@ impl Engine<'_> {
                 .await
             {
                 Ok(report) => {
-                    for (h, o) in report.failures() {
+                    let failures = report.failures();
+                    for (h, o) in &failures {
                         failed.push(format!("{h}: {}", o.describe()));
+                    }
+                    if failures.is_empty() {
+                        self.journal(
+                            id,
+                            "rollback_applied",
+                            json!({"component": component, "jid": report.jid}),
+                            Some(host),
+                        )
+                        .await?;
                     }
                 }
                 Err(e) => failed.push(format!("{host}: {e}")),
             }
         }
-        for (host, version) in &expected {
-            if let Err(e) = self
-                .confirm(
-                    component,
-                    version,
-                    std::slice::from_ref(host),
-                    spec.timeouts.version_confirm,
-                )
-                .await
-            {
-                failed.push(e);
-            }
+        if let Some(last) = current {
+            failed.extend(self.confirm_back(last, &pending, spec).await);
         }
+        let expected: BTreeMap<String, BTreeMap<String, String>> =
+            expected
+                .into_iter()
+                .fold(BTreeMap::new(), |mut m, ((c, h), v)| {
+                    m.entry(c.to_string()).or_default().insert(h, v);
+                    m
+                });
+        let expected = if spec.parts.len() > 1 {
+            json!(expected)
+        } else {
+            // One component: `hosts` maps host to version, as before.
+            json!(expected.into_values().next().unwrap_or_default())
+        };
         if failed.is_empty() {
             self.journal(
                 id,
@@ -819,6 +923,31 @@ impl Engine<'_> {
         }
     }
 
+    /// Waits until each host shows its previous version of `component`;
+    /// returns what is still wrong.
+    async fn confirm_back(
+        &self,
+        component: Component,
+        expected: &BTreeMap<String, String>,
+        spec: &Spec,
+    ) -> Vec<String> {
+        let mut failed = Vec::new();
+        for (host, version) in expected {
+            if let Err(e) = self
+                .confirm(
+                    component,
+                    version,
+                    std::slice::from_ref(host),
+                    spec.timeouts.version_confirm,
+                )
+                .await
+            {
+                failed.push(e);
+            }
+        }
+        failed
+    }
+
     /// Whether a person paused the rollout from another process
     /// (`rollout pause`): checked between steps and during bakes.
     async fn interrupted(&self, id: &RolloutId) -> Result<Option<RolloutState>, EngineError> {
@@ -842,7 +971,7 @@ impl Engine<'_> {
             .rollback(
                 id,
                 &rec.spec,
-                &touched(&history),
+                &touched(&history, rec.spec.component),
                 format!("aborted: {reason}"),
                 json!({"aborted_by": reason}),
                 &marks,
@@ -860,12 +989,14 @@ impl Engine<'_> {
     /// Grafana annotations for this rollout, tagged so the dashboards'
     /// `rollout` annotation query shows them; a no-op without Grafana.
     fn annotator(&self, id: &RolloutId, spec: &Spec) -> Annotator {
-        let tags = vec![
-            "rollout".to_string(),
-            spec.component.as_str().to_string(),
-            spec.version.clone(),
-            id.to_string(),
-        ];
+        let mut tags = vec!["rollout".to_string()];
+        for part in &spec.parts {
+            tags.push(part.component.as_str().to_string());
+            if !tags.contains(&part.version) {
+                tags.push(part.version.clone());
+            }
+        }
+        tags.push(id.to_string());
         Annotator::spawn(self.controller.grafana.clone(), tags)
     }
 
@@ -889,40 +1020,64 @@ impl Engine<'_> {
     }
 }
 
-/// Hosts the rollout assigned, in order, with what they had before.
-fn touched(history: &[Step]) -> Vec<(String, Option<Release>)> {
+/// Hosts the rollout assigned, in order, with the component and what they
+/// had before. An `assign` journaled before several components existed has
+/// no `component`: it is the spec's (first) component.
+fn touched(history: &[Step], default: Component) -> Vec<(String, Component, Option<Release>)> {
     let mut seen = BTreeSet::new();
     history
         .iter()
         .filter(|s| s.event.kind == "assign")
         .filter_map(|s| {
             let host = s.event.host.clone()?;
+            let component =
+                serde_json::from_value(s.event.detail["component"].clone()).unwrap_or(default);
             let previous = serde_json::from_value(s.event.detail["previous"].clone()).ok();
-            seen.insert(host.clone()).then_some((host, previous))
+            seen.insert((host.clone(), component))
+                .then_some((host, component, previous))
         })
         .collect()
 }
 
-/// What changed between the plan's inventory and now, for the refusal.
-fn drift(plan: &Plan, now: &crate::inventory::Inventory) -> String {
+/// What changed between the plan's inventories and now, for the refusal.
+fn drift(plan: &Plan, now: &[Inventory]) -> String {
+    let planned: Vec<(Component, &Inventory)> = std::iter::once((plan.component, &plan.inventory))
+        .chain(plan.later.iter().map(|p| (p.component, &p.inventory)))
+        .collect();
+    let multi = planned.len() > 1;
     let mut changes = Vec::new();
-    for h in now.hosts() {
-        match plan.inventory.get(&h.id) {
-            None => changes.push(format!("{} is new", h.id)),
-            Some(old) if old.version != h.version || old.reachable != h.reachable => {
-                changes.push(format!(
-                    "{}: {} -> {}",
-                    h.id,
-                    describe(old.version.as_deref(), old.reachable),
-                    describe(h.version.as_deref(), h.reachable)
-                ))
-            }
-            Some(_) => {}
-        }
+    if planned.len() != now.len() {
+        changes.push(format!(
+            "the plan has {} component(s), the spec {}",
+            planned.len(),
+            now.len()
+        ));
     }
-    for h in plan.inventory.hosts() {
-        if now.get(&h.id).is_none() {
-            changes.push(format!("{} is gone", h.id));
+    for ((component, then), now) in planned.iter().zip(now) {
+        let on = |id: &str| {
+            if multi {
+                format!("{id} ({component})")
+            } else {
+                id.to_string()
+            }
+        };
+        for h in now.hosts() {
+            match then.get(&h.id) {
+                None => changes.push(format!("{} is new", on(&h.id))),
+                Some(old) if old.version != h.version || old.reachable != h.reachable => changes
+                    .push(format!(
+                        "{}: {} -> {}",
+                        on(&h.id),
+                        describe(old.version.as_deref(), old.reachable),
+                        describe(h.version.as_deref(), h.reachable)
+                    )),
+                Some(_) => {}
+            }
+        }
+        for h in then.hosts() {
+            if now.get(&h.id).is_none() {
+                changes.push(format!("{} is gone", on(&h.id)));
+            }
         }
     }
     if changes.is_empty() {
@@ -938,4 +1093,106 @@ fn describe(version: Option<&str>, reachable: bool) -> String {
         version.unwrap_or("no version"),
         if reachable { "" } else { " (unreachable)" }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(seq: i64, kind: &str, host: &str, detail: serde_json::Value) -> Step {
+        Step {
+            seq,
+            at: seq,
+            event: Event::new(kind, detail).on_host(host),
+        }
+    }
+
+    #[test]
+    fn touched_hosts_keep_their_component_and_order() {
+        let v1 = json!({"version": "v1", "source": "salt://v1", "sha256": "0"});
+        let history = [
+            // Journaled before several components existed: no `component`.
+            step(1, "assign", "e1", json!({"previous": v1})),
+            step(
+                2,
+                "assign",
+                "e2",
+                json!({"component": "edge", "previous": null}),
+            ),
+            step(
+                3,
+                "assign",
+                "c1",
+                json!({"component": "connector", "previous": v1}),
+            ),
+            // A host assigned again (a resumed batch) counts once.
+            step(
+                4,
+                "assign",
+                "e1",
+                json!({"component": "edge", "previous": null}),
+            ),
+            // The same host running both components counts once per component.
+            step(
+                5,
+                "assign",
+                "e2",
+                json!({"component": "connector", "previous": null}),
+            ),
+            step(6, "confirmed", "e9", json!({})),
+        ];
+        let got: Vec<(String, Component, Option<String>)> = touched(&history, Component::Edge)
+            .into_iter()
+            .map(|(h, c, p)| (h, c, p.map(|r| r.version)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("e1".into(), Component::Edge, Some("v1".into())),
+                ("e2".into(), Component::Edge, None),
+                ("c1".into(), Component::Connector, Some("v1".into())),
+                ("e2".into(), Component::Connector, None),
+            ]
+        );
+        // The rollback walks this newest first: connectors, then edges.
+        let order: Vec<Component> = got.iter().rev().map(|(_, c, _)| *c).collect();
+        assert_eq!(
+            order,
+            [
+                Component::Connector,
+                Component::Connector,
+                Component::Edge,
+                Component::Edge
+            ]
+        );
+    }
+
+    #[test]
+    fn drift_names_the_component_that_changed() {
+        use crate::inventory::tests::host;
+        let spec = Spec::from_yaml(
+            r#"
+components:
+  - component: edge
+    version: v2
+    artifact: {url: salt://e.tar.gz, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}
+    cohorts: [{name: all, target: G@role:edge}]
+  - component: connector
+    version: v2
+    artifact: {url: salt://c.tar.gz, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}
+    cohorts: [{name: all, target: G@role:connector}]
+"#,
+        )
+        .unwrap();
+        let inv = |id: &str, v: &str| Inventory::new(vec![host(id, "ams", Some(v), true)]).unwrap();
+        let m = |id: &str| BTreeMap::from([("all".to_string(), vec![id.to_string()])]);
+        let plan = Plan::build_parts(
+            &spec,
+            &[(inv("e1", "v1"), m("e1")), (inv("c1", "v1"), m("c1"))],
+        );
+        assert!(plan.matches_fleets(&[inv("e1", "v1"), inv("c1", "v1")]));
+        let now = [inv("e1", "v1"), inv("c1", "v2")];
+        assert!(!plan.matches_fleets(&now));
+        assert_eq!(drift(&plan, &now), "c1 (connector): v1 -> v2");
+    }
 }

@@ -32,12 +32,12 @@ async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate { spec } => match load_spec(&spec) {
             Ok(s) => {
+                let cohorts: usize = s.parts.iter().map(|p| p.cohorts.len()).sum();
                 println!(
-                    "{}: valid ({} {} over {} cohorts, {} gates)",
+                    "{}: valid ({} over {} cohorts, {} gates)",
                     spec.display(),
-                    s.component,
-                    s.version,
-                    s.cohorts.len(),
+                    s.describe(),
+                    cohorts,
                     s.gates.len()
                 );
                 ExitCode::SUCCESS
@@ -132,10 +132,7 @@ async fn run(cli: Cli) -> ExitCode {
                 Ok(id) => id,
                 Err(e) => return fail(1, &format!("not started: {e}")),
             };
-            say(&format!(
-                "rollout {id} started: {} {}",
-                s.component, s.version
-            ));
+            say(&format!("rollout {id} started: {}", s.describe()));
             match engine.run(&id).await {
                 Ok(outcome) => {
                     if let rollout::engine::Outcome::RolledBack(reason)

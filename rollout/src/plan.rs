@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::gate::Measurement;
 use crate::inventory::Inventory;
-use crate::spec::{Component, Condition, Spec};
+use crate::spec::{Component, Condition, Part, Spec};
 
 /// One batch: hosts updated together.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +49,14 @@ pub struct Stage {
     /// Upper bound of this stage's duration.
     #[serde(with = "daemon::duration::serde_text")]
     pub estimate: Duration,
+    /// The component this stage updates; absent in plans made before
+    /// several components (then it is the plan's `component`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<Component>,
+    /// The version this stage installs; absent in older plans (then it is
+    /// the plan's `version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl Stage {
@@ -57,6 +65,27 @@ impl Stage {
         self.batches.iter().map(|b| b.hosts.len()).sum()
     }
 }
+
+/// What the plan saw of a later component's hosts, in a rollout of several
+/// components (the first component's is the plan's own `inventory`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanPart {
+    /// Which program.
+    pub component: Component,
+    /// Its target version.
+    pub version: String,
+    /// Hosts of its inventory no cohort of it matched.
+    pub not_covered: Vec<String>,
+    /// The inventory of its hosts (versions of this component).
+    pub inventory: Inventory,
+    /// [`Inventory::fingerprint`] of that inventory.
+    pub fingerprint: String,
+}
+
+/// The hosts one component's cohorts matched: its inventory (with the
+/// version of this component on each host) and, per cohort name, the
+/// minion ids its Salt target matched.
+pub type Fleet = (Inventory, BTreeMap<String, Vec<String>>);
 
 /// A gate evaluated once at plan time (filled in by the caller).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,108 +148,69 @@ pub struct Plan {
     pub inventory: Inventory,
     /// [`Inventory::fingerprint`] of that inventory.
     pub fingerprint: String,
+    /// The later components of a rollout of several (their stages follow
+    /// the first component's in `stages`); empty for one component.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later: Vec<PlanPart>,
 }
 
 impl Plan {
-    /// Lays out the rollout. `matches` maps each cohort name to the minion ids
-    /// its Salt target matched.
+    /// Lays out the rollout of a single-component spec (or of the first
+    /// component of a spec with several). `matches` maps each cohort name to
+    /// the minion ids its Salt target matched.
     pub fn build(
         spec: &Spec,
         inventory: &Inventory,
         matches: &BTreeMap<String, Vec<String>>,
     ) -> Plan {
-        let mut problems = Vec::new();
-        let mut claimed: BTreeSet<&str> = BTreeSet::new();
-        let mut stages = Vec::with_capacity(spec.cohorts.len());
-        let per_batch_overhead = spec.timeouts.salt_job + spec.timeouts.version_confirm;
+        Plan::build_parts(spec, &[(inventory.clone(), matches.clone())])
+    }
 
-        for cohort in &spec.cohorts {
-            let mut ids: Vec<&str> = match matches.get(&cohort.name) {
-                Some(ids) => ids.iter().map(String::as_str).collect(),
+    /// Lays out the rollout of every component of the spec, in spec order:
+    /// the stages of the first component, then those of the next. `fleets`
+    /// holds one [`Fleet`] per component, in the same order.
+    pub fn build_parts(spec: &Spec, fleets: &[Fleet]) -> Plan {
+        let mut problems = Vec::new();
+        let mut stages = Vec::new();
+        let mut later = Vec::new();
+        let mut first: Option<(Vec<String>, Inventory)> = None;
+        let multi = spec.parts.len() > 1;
+        let empty = (Inventory::default(), BTreeMap::new());
+        for (i, part) in spec.parts.iter().enumerate() {
+            let (inventory, matches) = match fleets.get(i) {
+                Some(f) => f,
                 None => {
-                    problems.push(format!(
-                        "cohort `{}`: no target match was given for it",
-                        cohort.name
-                    ));
-                    Vec::new()
+                    problems.push(format!("{}: no inventory was given for it", part.component));
+                    &empty
                 }
             };
-            ids.sort_unstable();
-            ids.dedup();
-            if matches.contains_key(&cohort.name) && ids.is_empty() {
-                problems.push(format!(
-                    "cohort `{}`: target `{}` matched no host",
-                    cohort.name, cohort.target
-                ));
+            let label = if multi {
+                format!("{} cohort", part.component)
+            } else {
+                "cohort".to_string()
+            };
+            let not_covered = lay_out(
+                spec,
+                part,
+                &label,
+                inventory,
+                matches,
+                &mut stages,
+                &mut problems,
+            );
+            if i == 0 {
+                first = Some((not_covered, inventory.clone()));
+            } else {
+                later.push(PlanPart {
+                    component: part.component,
+                    version: part.version.clone(),
+                    not_covered,
+                    fingerprint: inventory.fingerprint(),
+                    inventory: inventory.clone(),
+                });
             }
-
-            let mut eligible = Vec::new();
-            let mut skipped = Vec::new();
-            let mut unreachable = Vec::new();
-            let mut claimed_earlier = Vec::new();
-            for id in ids {
-                if let Err(e) = crate::minion::check(id) {
-                    problems.push(format!(
-                        "cohort `{}`: {e}; it is never targeted: rename the minion or leave it out of `{}`",
-                        cohort.name, cohort.target
-                    ));
-                    continue;
-                }
-                let Some(host) = inventory.get(id) else {
-                    problems.push(format!(
-                        "cohort `{}`: minion `{id}` matched the target but is not in the inventory",
-                        cohort.name
-                    ));
-                    continue;
-                };
-                if !claimed.insert(id) {
-                    claimed_earlier.push(id.to_string());
-                    continue;
-                }
-                if !host.reachable {
-                    unreachable.push(id.to_string());
-                    problems.push(format!(
-                        "cohort `{}`: host `{id}` is unreachable",
-                        cohort.name
-                    ));
-                }
-                if host.version.as_deref() == Some(spec.version.as_str()) {
-                    skipped.push(id.to_string());
-                } else {
-                    eligible.push(id.to_string());
-                }
-            }
-
-            let hosts_per_batch = cohort.batch.hosts_per_batch(eligible.len());
-            let batches: Vec<Batch> = eligible
-                .chunks(hosts_per_batch)
-                .enumerate()
-                .map(|(index, hosts)| Batch {
-                    index,
-                    hosts: hosts.to_vec(),
-                })
-                .collect();
-            let estimate = (per_batch_overhead + cohort.bake) * batches.len() as u32;
-            stages.push(Stage {
-                cohort: cohort.name.clone(),
-                target: cohort.target.clone(),
-                batch_size: cohort.batch.to_string(),
-                hosts_per_batch,
-                bake: cohort.bake,
-                batches,
-                skipped,
-                unreachable,
-                claimed_earlier,
-                estimate,
-            });
         }
-
-        let not_covered = inventory
-            .hosts()
-            .iter()
-            .filter(|h| !claimed.contains(h.id.as_str()))
-            .map(|h| h.id.clone())
-            .collect();
+        let (not_covered, inventory) = first.unwrap_or_default();
         let estimate = stages.iter().map(|s| s.estimate).sum();
         Plan {
             component: spec.component,
@@ -231,8 +221,44 @@ impl Plan {
             gates: Vec::new(),
             estimate,
             fingerprint: inventory.fingerprint(),
-            inventory: inventory.clone(),
+            inventory,
+            later,
         }
+    }
+
+    /// The component stage `si` updates.
+    pub fn stage_component(&self, si: usize) -> Component {
+        self.stages
+            .get(si)
+            .and_then(|s| s.component)
+            .unwrap_or(self.component)
+    }
+
+    /// The version stage `si` installs.
+    pub fn stage_version(&self, si: usize) -> &str {
+        self.stages
+            .get(si)
+            .and_then(|s| s.version.as_deref())
+            .unwrap_or(&self.version)
+    }
+
+    /// The components in rollout order.
+    pub fn components(&self) -> Vec<Component> {
+        std::iter::once(self.component)
+            .chain(self.later.iter().map(|p| p.component))
+            .collect()
+    }
+
+    /// `edge v2` or `edge v2 then connector v2`.
+    pub fn describe(&self) -> String {
+        std::iter::once(format!("{} {}", self.component, self.version))
+            .chain(
+                self.later
+                    .iter()
+                    .map(|p| format!("{} {}", p.component, p.version)),
+            )
+            .collect::<Vec<_>>()
+            .join(" then ")
     }
 
     /// Records a gate's plan-time evaluation. A gate that errors (a broken
@@ -266,9 +292,22 @@ impl Plan {
         self.stages.iter().map(|s| s.batches.len()).sum()
     }
 
-    /// Whether the fleet still looks like it did when planned.
+    /// Whether the fleet still looks like it did when planned (for one
+    /// component; see [`Plan::matches_fleets`] for several).
     pub fn matches_inventory(&self, now: &Inventory) -> bool {
         self.fingerprint == now.fingerprint()
+    }
+
+    /// Whether every component's hosts still look like they did when
+    /// planned: `now` holds one inventory per component, in plan order.
+    pub fn matches_fleets(&self, now: &[Inventory]) -> bool {
+        now.len() == 1 + self.later.len()
+            && self.matches_inventory(&now[0])
+            && self
+                .later
+                .iter()
+                .zip(&now[1..])
+                .all(|(p, inv)| p.fingerprint == inv.fingerprint())
     }
 
     /// `PLAN.json`.
@@ -286,16 +325,48 @@ impl Plan {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "Rollout of {} {}: {} host(s) in {} batch(es), {} stage(s), at most {}",
-            self.component,
-            self.version,
+            "Rollout of {}: {} host(s) in {} batch(es), {} stage(s), at most {}",
+            self.describe(),
             self.host_count(),
             self.batch_count(),
             self.stages.len(),
             daemon::duration::format(self.estimate),
         );
-        let _ = writeln!(out, "Inventory fingerprint {}", self.fingerprint);
+        let multi = !self.later.is_empty();
+        if multi {
+            let _ = writeln!(
+                out,
+                "Every {} stage finishes (gates green, versions confirmed) before the first {} host is touched.",
+                self.component,
+                self.later
+                    .iter()
+                    .map(|p| p.component.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", then ")
+            );
+            let _ = writeln!(
+                out,
+                "Inventory fingerprint {} ({})",
+                self.fingerprint, self.component
+            );
+            for p in &self.later {
+                let _ = writeln!(
+                    out,
+                    "Inventory fingerprint {} ({})",
+                    p.fingerprint, p.component
+                );
+            }
+        } else {
+            let _ = writeln!(out, "Inventory fingerprint {}", self.fingerprint);
+        }
         let _ = writeln!(out);
+        let name = |si: usize, s: &Stage| {
+            if multi {
+                format!("{} {}", self.stage_component(si), s.cohort)
+            } else {
+                s.cohort.clone()
+            }
+        };
         let rows: Vec<[String; 7]> = self
             .stages
             .iter()
@@ -303,7 +374,7 @@ impl Plan {
             .map(|(i, s)| {
                 [
                     (i + 1).to_string(),
-                    s.cohort.clone(),
+                    name(i, s),
                     s.host_count().to_string(),
                     format!("{} x {}", s.batches.len(), s.hosts_per_batch),
                     s.skipped.len().to_string(),
@@ -328,11 +399,13 @@ impl Plan {
         .map(String::from);
         table(&mut out, &header, &rows);
 
-        for s in &self.stages {
+        for (si, s) in self.stages.iter().enumerate() {
             let _ = writeln!(
                 out,
                 "\n{} ({}, batch {}):",
-                s.cohort, s.target, s.batch_size
+                name(si, s),
+                s.target,
+                s.batch_size
             );
             for b in &s.batches {
                 let _ = writeln!(out, "  batch {}: {}", b.index + 1, abbreviate(&b.hosts));
@@ -341,7 +414,7 @@ impl Plan {
                 let _ = writeln!(
                     out,
                     "  skipped (already {}): {}",
-                    self.version,
+                    self.stage_version(si),
                     abbreviate(&s.skipped)
                 );
             }
@@ -359,8 +432,21 @@ impl Plan {
         if !self.not_covered.is_empty() {
             let _ = writeln!(
                 out,
-                "\nNot in any cohort: {}",
+                "\nNot in any {}cohort: {}",
+                if multi {
+                    format!("{} ", self.component)
+                } else {
+                    String::new()
+                },
                 abbreviate(&self.not_covered)
+            );
+        }
+        for p in self.later.iter().filter(|p| !p.not_covered.is_empty()) {
+            let _ = writeln!(
+                out,
+                "\nNot in any {} cohort: {}",
+                p.component,
+                abbreviate(&p.not_covered)
             );
         }
         if !self.gates.is_empty() {
@@ -399,6 +485,110 @@ impl Plan {
         }
         out
     }
+}
+
+/// Lays out one component's stages (one per cohort) after `stages`, and
+/// returns the hosts of its inventory no cohort matched. `label` starts
+/// each problem (`cohort`, or `connector cohort` in a rollout of several).
+fn lay_out(
+    spec: &Spec,
+    part: &Part,
+    label: &str,
+    inventory: &Inventory,
+    matches: &BTreeMap<String, Vec<String>>,
+    stages: &mut Vec<Stage>,
+    problems: &mut Vec<String>,
+) -> Vec<String> {
+    let mut claimed: BTreeSet<&str> = BTreeSet::new();
+    let per_batch_overhead = spec.timeouts.salt_job + spec.timeouts.version_confirm;
+    for cohort in &part.cohorts {
+        let mut ids: Vec<&str> = match matches.get(&cohort.name) {
+            Some(ids) => ids.iter().map(String::as_str).collect(),
+            None => {
+                problems.push(format!(
+                    "{label} `{}`: no target match was given for it",
+                    cohort.name
+                ));
+                Vec::new()
+            }
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        if matches.contains_key(&cohort.name) && ids.is_empty() {
+            problems.push(format!(
+                "{label} `{}`: target `{}` matched no host",
+                cohort.name, cohort.target
+            ));
+        }
+
+        let mut eligible = Vec::new();
+        let mut skipped = Vec::new();
+        let mut unreachable = Vec::new();
+        let mut claimed_earlier = Vec::new();
+        for id in ids {
+            if let Err(e) = crate::minion::check(id) {
+                problems.push(format!(
+                    "{label} `{}`: {e}; it is never targeted: rename the minion or leave it out of `{}`",
+                    cohort.name, cohort.target
+                ));
+                continue;
+            }
+            let Some(host) = inventory.get(id) else {
+                problems.push(format!(
+                    "{label} `{}`: minion `{id}` matched the target but is not in the inventory",
+                    cohort.name
+                ));
+                continue;
+            };
+            if !claimed.insert(id) {
+                claimed_earlier.push(id.to_string());
+                continue;
+            }
+            if !host.reachable {
+                unreachable.push(id.to_string());
+                problems.push(format!(
+                    "{label} `{}`: host `{id}` is unreachable",
+                    cohort.name
+                ));
+            }
+            if host.version.as_deref() == Some(part.version.as_str()) {
+                skipped.push(id.to_string());
+            } else {
+                eligible.push(id.to_string());
+            }
+        }
+
+        let hosts_per_batch = cohort.batch.hosts_per_batch(eligible.len());
+        let batches: Vec<Batch> = eligible
+            .chunks(hosts_per_batch)
+            .enumerate()
+            .map(|(index, hosts)| Batch {
+                index,
+                hosts: hosts.to_vec(),
+            })
+            .collect();
+        let estimate = (per_batch_overhead + cohort.bake) * batches.len() as u32;
+        stages.push(Stage {
+            cohort: cohort.name.clone(),
+            target: cohort.target.clone(),
+            batch_size: cohort.batch.to_string(),
+            hosts_per_batch,
+            bake: cohort.bake,
+            batches,
+            skipped,
+            unreachable,
+            claimed_earlier,
+            estimate,
+            component: Some(part.component),
+            version: Some(part.version.clone()),
+        });
+    }
+    inventory
+        .hosts()
+        .iter()
+        .filter(|h| !claimed.contains(h.id.as_str()))
+        .map(|h| h.id.clone())
+        .collect()
 }
 
 fn table<const N: usize>(out: &mut String, header: &[String; N], rows: &[[String; N]]) {
@@ -623,6 +813,161 @@ timeouts: {{salt_job: 1m, version_confirm: 1m}}
             plan.problems,
             ["cohort `canary`: target `G@cohort:canary` matched no host"]
         );
+    }
+
+    fn two_components() -> Spec {
+        Spec::from_yaml(
+            r#"
+components:
+  - component: edge
+    version: v2
+    artifact:
+      url: salt://releases/edge/v2/edge-v2.tar.gz
+      sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    cohorts:
+      - {name: canary, target: G@cohort:canary and G@role:edge, batch: 1, bake: 2m}
+      - {name: rest, target: G@role:edge, batch: 2, bake: 1m}
+  - component: connector
+    version: v3
+    artifact:
+      url: salt://releases/connector/v3/connector-v3.tar.gz
+      sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    cohorts:
+      - {name: replicas, target: G@role:connector, batch: 1, bake: 30s}
+timeouts: {salt_job: 1m, version_confirm: 1m}
+"#,
+        )
+        .unwrap()
+    }
+
+    fn two_fleets() -> Vec<Fleet> {
+        let edges = fleet(
+            ["e1", "e2", "e3"]
+                .iter()
+                .map(|id| host(id, "ams", Some("v1"), true))
+                .collect(),
+        );
+        let connectors = fleet(vec![
+            host("c2", "fra", Some("v2"), true),
+            host("c1", "ams", Some("v3"), true),
+            host("c3", "ams", Some("v2"), true),
+        ]);
+        vec![
+            (
+                edges,
+                matches(&[("canary", &["e2"]), ("rest", &["e1", "e2", "e3"])]),
+            ),
+            (connectors, matches(&[("replicas", &["c3", "c1", "c2"])])),
+        ]
+    }
+
+    #[test]
+    fn several_components_plan_edge_stages_then_connector_stages() {
+        let spec = two_components();
+        let fleets = two_fleets();
+        let plan = Plan::build_parts(&spec, &fleets);
+        assert!(plan.executable(), "{:?}", plan.problems);
+        let order: Vec<(Component, &str, &str)> = plan
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    plan.stage_component(i),
+                    plan.stage_version(i),
+                    s.cohort.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (Component::Edge, "v2", "canary"),
+                (Component::Edge, "v2", "rest"),
+                (Component::Connector, "v3", "replicas"),
+            ]
+        );
+        assert_eq!(batch_hosts(&plan.stages[0]), [vec!["e2"]]);
+        assert_eq!(batch_hosts(&plan.stages[1]), [vec!["e1", "e3"]]);
+        // c1 already runs connector v3; the rest one at a time, sorted.
+        assert_eq!(batch_hosts(&plan.stages[2]), [vec!["c2"], vec!["c3"]]);
+        assert_eq!(plan.stages[2].skipped, ["c1"]);
+        assert_eq!(plan.components(), [Component::Edge, Component::Connector]);
+        assert_eq!(plan.describe(), "edge v2 then connector v3");
+        assert_eq!(plan.later.len(), 1);
+        assert_eq!(plan.later[0].fingerprint, fleets[1].0.fingerprint());
+        // (2m + 2m) + (2m + 1m) + 2 x (2m + 30s)
+        assert_eq!(plan.estimate, Duration::from_secs(12 * 60));
+
+        let text = plan.render_table();
+        assert!(
+            text.starts_with("Rollout of edge v2 then connector v3: 5 host(s)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Every edge stage finishes (gates green, versions confirmed) before the first connector host is touched."),
+            "{text}"
+        );
+        let at = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle}: {text}"))
+        };
+        assert!(
+            at("edge canary (") < at("edge rest (")
+                && at("edge rest (") < at("connector replicas (")
+        );
+        assert!(text.contains("skipped (already v3): c1"), "{text}");
+
+        // The plan file round-trips; drift in either component is seen.
+        let back = Plan::from_json(&plan.to_json()).unwrap();
+        assert_eq!(back, plan);
+        let now: Vec<Inventory> = fleets.iter().map(|(i, _)| i.clone()).collect();
+        assert!(back.matches_fleets(&now));
+        assert!(!back.matches_fleets(&now[..1]));
+        let drifted = fleet(vec![
+            host("c1", "ams", Some("v3"), true),
+            host("c2", "fra", Some("v3"), true),
+            host("c3", "ams", Some("v2"), true),
+        ]);
+        assert!(!back.matches_fleets(&[now[0].clone(), drifted]));
+    }
+
+    #[test]
+    fn several_components_problems_name_the_component() {
+        let spec = two_components();
+        let mut fleets = two_fleets();
+        fleets[1].1 = matches(&[("replicas", &[])]);
+        let plan = Plan::build_parts(&spec, &fleets);
+        assert_eq!(
+            plan.problems,
+            ["connector cohort `replicas`: target `G@role:connector` matched no host"]
+        );
+        let plan = Plan::build_parts(&spec, &fleets[..1]);
+        assert!(
+            plan.problems
+                .contains(&"connector: no inventory was given for it".to_string()),
+            "{:?}",
+            plan.problems
+        );
+    }
+
+    #[test]
+    fn a_plan_file_from_before_several_components_still_loads() {
+        let inv = fleet(vec![host("a", "ams", Some("v1"), true)]);
+        let m = matches(&[("canary", &["a"]), ("rest", &["a"])]);
+        let plan = Plan::build(&spec(["1", "1"]), &inv, &m);
+        let mut value: serde_json::Value = serde_json::from_str(&plan.to_json()).unwrap();
+        for stage in value["stages"].as_array_mut().unwrap() {
+            let stage = stage.as_object_mut().unwrap();
+            assert!(stage.remove("component").is_some());
+            assert!(stage.remove("version").is_some());
+        }
+        assert!(value.get("later").is_none());
+        let old = Plan::from_json(&value.to_string()).unwrap();
+        assert_eq!(old.stage_component(0), Component::Edge);
+        assert_eq!(old.stage_version(1), "v2");
+        assert!(old.matches_fleets(std::slice::from_ref(&inv)));
+        assert_eq!(old.describe(), "edge v2");
     }
 
     #[test]

@@ -33,13 +33,23 @@ pub const DEFAULT_VERSION_CONFIRM_TIMEOUT: Duration = Duration::from_secs(2 * 60
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpecFile {
-    /// `edge` or `connector`.
-    pub component: String,
+    /// `edge` or `connector` (the single-component form; exclusive with
+    /// `components`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
     /// The version to roll out, as reported by `*_build_info{version}`.
-    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Where the release comes from.
-    pub artifact: ArtifactFile,
-    /// Cohorts in rollout order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactFile>,
+    /// Several components rolled out in order (edge before connector), each
+    /// with its own version, artifact and cohorts. Exclusive with
+    /// `component`, `version`, `artifact` and `cohorts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentFile>,
+    /// Cohorts in rollout order (the single-component form).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cohorts: Vec<CohortFile>,
     /// Gates evaluated while each batch bakes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -53,6 +63,21 @@ pub struct SpecFile {
     /// Timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsFile,
+}
+
+/// One entry of `components:` as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentFile {
+    /// `edge` or `connector`.
+    pub component: String,
+    /// The version of this component to roll out.
+    pub version: String,
+    /// Where this component's release comes from.
+    pub artifact: ArtifactFile,
+    /// This component's cohorts in rollout order.
+    #[serde(default)]
+    pub cohorts: Vec<CohortFile>,
 }
 
 /// `artifact:` as written.
@@ -175,25 +200,32 @@ const LEAF: Shape = Shape::Value(anything);
 
 /// The keys of a spec file, for reporting unknown ones all at once (the
 /// structs above still deny them; the tests keep both in step).
+const ARTIFACT_SHAPE: Shape = Shape::Map(&[
+    Field::optional("url", LEAF),
+    Field::optional("sha256", LEAF),
+]);
+
+const COHORTS_SHAPE: Shape = Shape::List(&Shape::Map(&[
+    Field::optional("name", LEAF),
+    Field::optional("target", LEAF),
+    Field::optional("batch", LEAF),
+    Field::optional("bake", LEAF),
+]));
+
 static SPEC_SHAPE: Shape = Shape::Map(&[
     Field::optional("component", LEAF),
     Field::optional("version", LEAF),
+    Field::optional("artifact", ARTIFACT_SHAPE),
     Field::optional(
-        "artifact",
-        Shape::Map(&[
-            Field::optional("url", LEAF),
-            Field::optional("sha256", LEAF),
-        ]),
-    ),
-    Field::optional(
-        "cohorts",
+        "components",
         Shape::List(&Shape::Map(&[
-            Field::optional("name", LEAF),
-            Field::optional("target", LEAF),
-            Field::optional("batch", LEAF),
-            Field::optional("bake", LEAF),
+            Field::optional("component", LEAF),
+            Field::optional("version", LEAF),
+            Field::optional("artifact", ARTIFACT_SHAPE),
+            Field::optional("cohorts", COHORTS_SHAPE),
         ])),
     ),
+    Field::optional("cohorts", COHORTS_SHAPE),
     Field::optional(
         "gates",
         Shape::List(&Shape::Map(&[
@@ -739,9 +771,9 @@ pub struct Timeouts {
     pub resume: Option<Duration>,
 }
 
-/// A checked spec. Build it with [`Spec::from_yaml`] or [`SpecFile::validate`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Spec {
+/// One component of a rollout: its release and its cohorts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Part {
     /// Which program.
     pub component: Component,
     /// Target version.
@@ -750,6 +782,25 @@ pub struct Spec {
     pub artifact: Artifact,
     /// Cohorts in order (at least one).
     pub cohorts: Vec<Cohort>,
+}
+
+/// A checked spec. Build it with [`Spec::from_yaml`] or [`SpecFile::validate`].
+///
+/// `component`, `version`, `artifact` and `cohorts` are those of the first
+/// (or only) component; [`Spec::parts`] lists every component in rollout
+/// order (edge before connector).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spec {
+    /// Which program (the first component's).
+    pub component: Component,
+    /// Target version (the first component's).
+    pub version: String,
+    /// Release artifact (the first component's).
+    pub artifact: Artifact,
+    /// Cohorts in order (the first component's).
+    pub cohorts: Vec<Cohort>,
+    /// Every component in rollout order; one entry for a single-component spec.
+    pub parts: Vec<Part>,
     /// Gates.
     pub gates: Vec<Gate>,
     /// Alert selectors that roll back at once.
@@ -798,6 +849,25 @@ impl Spec {
     /// The spec as written, as JSON, for the store.
     pub fn to_json(&self) -> String {
         serde_json::to_string(&self.source).expect("a spec file always serializes")
+    }
+
+    /// The components in rollout order.
+    pub fn components(&self) -> Vec<Component> {
+        self.parts.iter().map(|p| p.component).collect()
+    }
+
+    /// The part of a component, if the spec rolls it out.
+    pub fn part(&self, component: Component) -> Option<&Part> {
+        self.parts.iter().find(|p| p.component == component)
+    }
+
+    /// `edge v2` or `edge v2 then connector v2`, for messages.
+    pub fn describe(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| format!("{} {}", p.component, p.version))
+            .collect::<Vec<_>>()
+            .join(" then ")
     }
 
     /// The alert selector that matches these labels, if any.
@@ -863,105 +933,89 @@ impl SpecFile {
     pub fn validate(&self) -> Result<Spec, Vec<Problem>> {
         let mut p = Problems::default();
 
-        let component = match self.component.parse::<Component>() {
-            Ok(c) => c,
-            Err(e) => {
-                p.add("component", e);
-                Component::Edge
-            }
-        };
-
-        if p.non_empty("version", &self.version)
-            && !self
-                .version
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
-        {
-            p.add(
-                "version",
-                format!(
-                    "`{}` may only contain letters, digits and . _ + -",
-                    self.version
-                ),
-            );
-        }
-
-        let url = self.artifact.url.trim();
-        if p.non_empty("artifact.url", url) {
-            let rest = ["salt://", "http://", "https://"]
-                .iter()
-                .find_map(|s| url.strip_prefix(s));
-            match rest {
-                None => p.add(
-                    "artifact.url",
-                    format!("`{url}` must start with salt://, http:// or https://"),
-                ),
-                Some(r) if r.is_empty() || r.contains(char::is_whitespace) => p.add(
-                    "artifact.url",
-                    format!("`{url}` must have a path and no spaces"),
-                ),
-                Some(_) => {}
-            }
-        }
-        let sha = self.artifact.sha256.trim().to_ascii_lowercase();
-        if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
-            p.add(
-                "artifact.sha256",
-                format!(
-                    "must be 64 hex digits (got {} characters)",
-                    self.artifact.sha256.trim().len()
-                ),
-            );
-        }
-
-        let mut cohorts = Vec::new();
-        if self.cohorts.is_empty() {
-            p.add("cohorts", "must list at least one cohort");
-        }
-        let mut names = BTreeSet::new();
-        for (i, c) in self.cohorts.iter().enumerate() {
-            let at = |f: &str| format!("cohorts[{i}].{f}");
-            if p.non_empty(&at("name"), &c.name) {
-                if !c
-                    .name
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-                {
-                    p.add(
-                        at("name"),
-                        format!("`{}` may only contain letters, digits and - _ .", c.name),
-                    );
-                }
-                if !names.insert(c.name.as_str()) {
-                    p.add(
-                        at("name"),
-                        format!("`{}` is already the name of another cohort", c.name),
-                    );
-                }
-            }
-            if p.non_empty(&at("target"), &c.target)
-                && let Err(e) = check_compound_target(&c.target)
-            {
-                p.add(at("target"), e);
-            }
-            let batch = match &c.batch {
-                None => BatchSize::Percent(100),
-                Some(b) => match parse_batch(b) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        p.add(at("batch"), e);
-                        BatchSize::Percent(100)
-                    }
-                },
-            };
-            let bake = p.duration(&at("bake"), c.bake.as_deref(), DEFAULT_BAKE);
-            cohorts.push(Cohort {
-                name: c.name.trim().to_string(),
-                target: c.target.trim().to_string(),
-                batch,
-                bake,
+        let parts = if self.components.is_empty() {
+            let component = self.component.clone().unwrap_or_else(|| {
+                p.add(
+                    "component",
+                    "is required: `edge` or `connector` (or list several under `components:`)",
+                );
+                "edge".into()
             });
-        }
+            let version = self.version.clone().unwrap_or_else(|| {
+                p.add("version", "is required: the version to roll out, like `v2`");
+                "-".into()
+            });
+            let artifact = self.artifact.clone().unwrap_or_else(|| {
+                p.add(
+                    "artifact",
+                    "is required: `url:` and `sha256:` of the release",
+                );
+                ArtifactFile {
+                    url: "salt://-".into(),
+                    sha256: "0".repeat(64),
+                }
+            });
+            vec![validate_part(
+                &mut p,
+                "",
+                &component,
+                &version,
+                &artifact,
+                &self.cohorts,
+            )]
+        } else {
+            for (key, set) in [
+                ("component", self.component.is_some()),
+                ("version", self.version.is_some()),
+                ("artifact", self.artifact.is_some()),
+                ("cohorts", !self.cohorts.is_empty()),
+            ] {
+                if set {
+                    p.add(
+                        key,
+                        format!(
+                            "set `components:` or the single `component:`, `version:`, `artifact:` and `cohorts:`, not both; with `components:` each entry has its own `{key}`"
+                        ),
+                    );
+                }
+            }
+            let mut parts: Vec<Part> = Vec::with_capacity(self.components.len());
+            for (i, c) in self.components.iter().enumerate() {
+                let prefix = format!("components[{i}].");
+                let part = validate_part(
+                    &mut p,
+                    &prefix,
+                    &c.component,
+                    &c.version,
+                    &c.artifact,
+                    &c.cohorts,
+                );
+                if c.component.parse::<Component>().is_ok() {
+                    if let Some(j) = parts.iter().position(|q| q.component == part.component) {
+                        p.add(
+                            format!("{prefix}component"),
+                            format!(
+                                "`{}` is already listed at components[{j}]; list each component once",
+                                part.component
+                            ),
+                        );
+                    } else if part.component == Component::Edge
+                        && let Some(j) = parts
+                            .iter()
+                            .position(|q| q.component == Component::Connector)
+                    {
+                        p.add(
+                            format!("components[{j}].component"),
+                            format!(
+                                "connector must come after edge (components[{i}]): a new connector may use what only a new edge speaks; list edge first"
+                            ),
+                        );
+                    }
+                }
+                parts.push(part);
+            }
+            parts
+        };
 
         let mut gates = Vec::new();
         let mut gate_names = BTreeSet::new();
@@ -1152,14 +1206,13 @@ impl SpecFile {
         if !p.0.is_empty() {
             return Err(p.0);
         }
+        let first = parts[0].clone();
         Ok(Spec {
-            component,
-            version: self.version.trim().to_string(),
-            artifact: Artifact {
-                url: url.to_string(),
-                sha256: sha,
-            },
-            cohorts,
+            component: first.component,
+            version: first.version,
+            artifact: first.artifact,
+            cohorts: first.cohorts,
+            parts,
             gates,
             rollback_alerts,
             limits,
@@ -1170,6 +1223,123 @@ impl SpecFile {
             },
             source: self.clone(),
         })
+    }
+}
+
+/// Checks one component's release and cohorts; `prefix` is `""` for the
+/// single-component form and `components[i].` in a list.
+fn validate_part(
+    p: &mut Problems,
+    prefix: &str,
+    component: &str,
+    version: &str,
+    artifact: &ArtifactFile,
+    cohorts_file: &[CohortFile],
+) -> Part {
+    let component = match component.parse::<Component>() {
+        Ok(c) => c,
+        Err(e) => {
+            p.add(format!("{prefix}component"), e);
+            Component::Edge
+        }
+    };
+
+    if p.non_empty(&format!("{prefix}version"), version)
+        && !version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+    {
+        p.add(
+            format!("{prefix}version"),
+            format!("`{version}` may only contain letters, digits and . _ + -"),
+        );
+    }
+
+    let url = artifact.url.trim();
+    if p.non_empty(&format!("{prefix}artifact.url"), url) {
+        let rest = ["salt://", "http://", "https://"]
+            .iter()
+            .find_map(|s| url.strip_prefix(s));
+        match rest {
+            None => p.add(
+                format!("{prefix}artifact.url"),
+                format!("`{url}` must start with salt://, http:// or https://"),
+            ),
+            Some(r) if r.is_empty() || r.contains(char::is_whitespace) => p.add(
+                format!("{prefix}artifact.url"),
+                format!("`{url}` must have a path and no spaces"),
+            ),
+            Some(_) => {}
+        }
+    }
+    let sha = artifact.sha256.trim().to_ascii_lowercase();
+    if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+        p.add(
+            format!("{prefix}artifact.sha256"),
+            format!(
+                "must be 64 hex digits (got {} characters)",
+                artifact.sha256.trim().len()
+            ),
+        );
+    }
+
+    let mut cohorts = Vec::new();
+    if cohorts_file.is_empty() {
+        p.add(format!("{prefix}cohorts"), "must list at least one cohort");
+    }
+    let mut names = BTreeSet::new();
+    for (i, c) in cohorts_file.iter().enumerate() {
+        let at = |f: &str| format!("{prefix}cohorts[{i}].{f}");
+        if p.non_empty(&at("name"), &c.name) {
+            if !c
+                .name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            {
+                p.add(
+                    at("name"),
+                    format!("`{}` may only contain letters, digits and - _ .", c.name),
+                );
+            }
+            if !names.insert(c.name.as_str()) {
+                p.add(
+                    at("name"),
+                    format!("`{}` is already the name of another cohort", c.name),
+                );
+            }
+        }
+        if p.non_empty(&at("target"), &c.target)
+            && let Err(e) = check_compound_target(&c.target)
+        {
+            p.add(at("target"), e);
+        }
+        let batch = match &c.batch {
+            None => BatchSize::Percent(100),
+            Some(b) => match parse_batch(b) {
+                Ok(b) => b,
+                Err(e) => {
+                    p.add(at("batch"), e);
+                    BatchSize::Percent(100)
+                }
+            },
+        };
+        let bake = p.duration(&at("bake"), c.bake.as_deref(), DEFAULT_BAKE);
+        cohorts.push(Cohort {
+            name: c.name.trim().to_string(),
+            target: c.target.trim().to_string(),
+            batch,
+            bake,
+        });
+    }
+
+    Part {
+        component,
+        version: version.trim().to_string(),
+        artifact: Artifact {
+            url: url.to_string(),
+            sha256: sha,
+        },
+        cohorts,
     }
 }
 
@@ -1581,10 +1751,171 @@ cohorts:
                 batch: Some(BatchFile::Number(1)),
                 bake: Some("1m".into()),
             }],
+            components: vec![ComponentFile {
+                component: "edge".into(),
+                version: "v1".into(),
+                artifact: ArtifactFile {
+                    url: "salt://a".into(),
+                    sha256: "0".into(),
+                },
+                cohorts: vec![CohortFile {
+                    name: "c".into(),
+                    target: "*".into(),
+                    batch: Some(BatchFile::Number(1)),
+                    bake: Some("1m".into()),
+                }],
+            }],
             ..serde_yaml::from_str::<SpecFile>(&base()).unwrap()
         };
         let mut value = serde_yaml::to_value(&full).unwrap();
         assert_eq!(daemon::config_check::strip(&SPEC_SHAPE, &mut value), vec![]);
+    }
+
+    const COMPONENTS_EXAMPLE: &str = include_str!("../../examples/rollout-components.yaml");
+
+    fn two() -> String {
+        r#"
+components:
+  - component: edge
+    version: v2
+    artifact:
+      url: salt://releases/edge/v2/edge-v2.tar.gz
+      sha256: 0000000000000000000000000000000000000000000000000000000000000000
+    cohorts:
+      - name: canary
+        target: G@cohort:canary and G@role:edge
+        batch: 1
+        bake: 1m
+      - name: rest
+        target: G@role:edge
+  - component: connector
+    version: v3
+    artifact:
+      url: salt://releases/connector/v3/connector-v3.tar.gz
+      sha256: 1111111111111111111111111111111111111111111111111111111111111111
+    cohorts:
+      - name: all
+        target: G@role:connector
+        batch: 1
+"#
+        .to_string()
+    }
+
+    #[test]
+    fn several_components_in_order() {
+        let spec = Spec::from_yaml(&two()).unwrap();
+        assert_eq!(spec.components(), [Component::Edge, Component::Connector]);
+        // The first component is also the spec's own.
+        assert_eq!(spec.component, Component::Edge);
+        assert_eq!(spec.version, "v2");
+        assert_eq!(spec.cohorts, spec.parts[0].cohorts);
+        let connector = spec.part(Component::Connector).unwrap();
+        assert_eq!(connector.version, "v3");
+        assert_eq!(connector.cohorts[0].bake, DEFAULT_BAKE);
+        assert_eq!(connector.artifact.sha256, "1".repeat(64));
+        assert_eq!(spec.describe(), "edge v2 then connector v3");
+        // The stored JSON form validates to the same spec.
+        assert_eq!(Spec::from_json(&spec.to_json()).unwrap(), spec);
+        // One component is a single part.
+        let one = Spec::from_yaml(&base()).unwrap();
+        assert_eq!(one.components(), [Component::Edge]);
+        assert_eq!(one.describe(), "edge v2");
+        // The example file parses.
+        let example = Spec::from_yaml(COMPONENTS_EXAMPLE).unwrap();
+        assert_eq!(
+            example.components(),
+            [Component::Edge, Component::Connector]
+        );
+    }
+
+    #[test]
+    fn a_stored_single_component_spec_still_loads() {
+        // The JSON a store row holds from before `components:` existed.
+        let old = r#"{"component":"connector","version":"v2","artifact":{"url":"salt://r/c.tar.gz","sha256":"0000000000000000000000000000000000000000000000000000000000000000"},"cohorts":[{"name":"all","target":"G@role:connector"}]}"#;
+        let spec = Spec::from_json(old).unwrap();
+        assert_eq!(spec.components(), [Component::Connector]);
+        assert_eq!(Spec::from_json(&spec.to_json()).unwrap(), spec);
+        assert!(!spec.to_json().contains("components"), "{}", spec.to_json());
+    }
+
+    /// `path: fragment` for specs with `components:`.
+    #[test]
+    fn bad_component_lists_name_the_field() {
+        let swapped = two()
+            .replacen("component: edge", "component: tmp", 1)
+            .replacen("component: connector", "component: edge", 1)
+            .replacen("component: tmp", "component: connector", 1);
+        let cases: &[(String, &[&str])] = &[
+            (
+                swapped,
+                &["components[0].component: connector must come after edge (components[1])"],
+            ),
+            (
+                two().replacen("component: connector", "component: edge", 1),
+                &["components[1].component: `edge` is already listed at components[0]"],
+            ),
+            (
+                two().replacen("component: connector", "component: router", 1),
+                &["components[1].component: `router` is not"],
+            ),
+            (
+                two().replacen("sha256: 1111", "sha256: 11", 1),
+                &["components[1].artifact.sha256: must be 64 hex digits"],
+            ),
+            (
+                two().replacen("version: v3", "version: v 3", 1),
+                &["components[1].version: `v 3` may only"],
+            ),
+            (
+                two().replacen(
+                    "target: G@role:connector\n        batch: 1",
+                    "target: G@role:connector\n        batch: 0%",
+                    1,
+                ),
+                &["components[1].cohorts[0].batch: \"0%\" must be between"],
+            ),
+            (
+                two().replacen(
+                    "    cohorts:\n      - name: all\n        target: G@role:connector\n        batch: 1\n",
+                    "",
+                    1,
+                ),
+                &["components[1].cohorts: must list at least one cohort"],
+            ),
+            (
+                format!("version: v9\n{}", two()),
+                &["version: set `components:` or the single"],
+            ),
+            (
+                format!("cohorts:\n  - name: x\n    target: '*'\n{}", two()),
+                &["cohorts: set `components:` or the single"],
+            ),
+            (
+                two().replacen("        bake: 1m", "        bak: 1m", 1),
+                &["components[0].cohorts[0].bak"],
+            ),
+            (
+                "cohorts:\n  - name: x\n    target: '*'\n".to_string(),
+                &[
+                    "component: is required",
+                    "version: is required",
+                    "artifact: is required",
+                ],
+            ),
+        ];
+        for (text, want) in cases {
+            let problems = match Spec::from_yaml(text) {
+                Err(SpecError::Invalid(p)) => p,
+                other => panic!("expected problems for\n{text}\ngot {other:?}"),
+            };
+            let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            for w in *want {
+                assert!(
+                    shown.iter().any(|p| p.contains(w)),
+                    "missing `{w}` in {shown:#?}"
+                );
+            }
+        }
     }
 
     #[test]

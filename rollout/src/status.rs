@@ -28,10 +28,22 @@ pub async fn line(
     let total = rec.plan.batch_count();
     let s = &rec.summary;
     let text = match format {
-        Format::Json => json!({"rollout": s, "batches_done": done, "batches": total}).to_string(),
+        Format::Json => {
+            let components: Vec<_> = rec
+                .spec
+                .parts
+                .iter()
+                .map(|p| json!({"component": p.component, "version": p.version}))
+                .collect();
+            json!({"rollout": s, "components": components, "batches_done": done, "batches": total})
+                .to_string()
+        }
+        // `edge v2`, or `edge v2 then connector v2` for several components.
         Format::Table => format!(
-            "{}  {} {}  {}  {done}/{total} batches done",
-            s.id, s.component, s.version, s.state
+            "{}  {}  {}  {done}/{total} batches done",
+            s.id,
+            rec.spec.describe(),
+            s.state
         ),
     };
     Ok((text, s.state))
@@ -96,6 +108,17 @@ fn describe(step: &Step, format: Format) -> String {
                     e.detail["gate"].as_str().unwrap_or("?"),
                     e.detail["value"],
                     e.detail["outcome"].as_str().unwrap_or("?")
+                ),
+                // Which component a host step concerns (absent in journals
+                // from before several components).
+                "assign" | "rollback_assign" => e.detail["component"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                "component_done" => format!(
+                    "{} done; {} next",
+                    e.detail["component"].as_str().unwrap_or("?"),
+                    e.detail["next"].as_str().unwrap_or("?")
                 ),
                 _ => String::new(),
             };

@@ -35,6 +35,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 /// Key of the PostgreSQL advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x5741_5252_454e; // "WARREN"
+/// The PostgreSQL advisory lock that serialises starting rollouts.
+const BEGIN_LOCK: i64 = 0x5741_5252_454f;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -505,6 +507,25 @@ impl Store {
         let now = now_ms();
         let id = RolloutId::generate(now);
         let mut tx = self.write_tx().await?;
+        if !self.sqlite {
+            // Serialises the check below with other controllers' begins
+            // (SQLite's `BEGIN IMMEDIATE` already does); released at commit.
+            sqlx::query("SELECT COUNT(*) AS n FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+                .bind(BEGIN_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // The unique index holds one active row per `component` column (the
+        // first component); a rollout of several components also holds the
+        // others, which only its spec names.
+        for component in spec.components() {
+            if let Some(active) = holder(&mut tx, component).await? {
+                return Err(StoreError::AlreadyActive {
+                    component,
+                    id: active.id,
+                });
+            }
+        }
         sqlx::query(
             "INSERT INTO rollouts
                 (id, component, version, spec, plan, state, active, created_at, updated_at)
@@ -521,9 +542,14 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let components: Vec<serde_json::Value> = spec
+            .parts
+            .iter()
+            .map(|p| serde_json::json!({"component": p.component, "version": p.version}))
+            .collect();
         let begin = Event::new(
             "begin",
-            serde_json::json!({"component": spec.component, "version": spec.version}),
+            serde_json::json!({"component": spec.component, "version": spec.version, "components": components}),
         );
         append(&mut tx, &id, &begin, now).await?;
         tx.commit().await?;
@@ -814,16 +840,11 @@ impl Store {
         rows.iter().map(summary).collect()
     }
 
-    /// The active rollout of a component, if any.
+    /// The active rollout that holds a component, if any: a rollout of that
+    /// component, or one of several components that lists it.
     pub async fn active(&self, component: Component) -> Result<Option<RolloutSummary>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, component, version, state, active, created_at, updated_at
-             FROM rollouts WHERE component = $1 AND active = 1",
-        )
-        .bind(component.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(summary).transpose()
+        let mut conn = self.pool.acquire().await?;
+        holder(&mut conn, component).await
     }
 
     /// A rollout with its spec and plan.
@@ -898,6 +919,35 @@ async fn append(
     .execute(&mut **tx)
     .await?;
     Ok(seq)
+}
+
+/// The active rollout holding `component`: by its `component` column, or
+/// by a `components:` entry of its spec.
+async fn holder(
+    conn: &mut sqlx::AnyConnection,
+    component: Component,
+) -> Result<Option<RolloutSummary>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, component, version, state, active, created_at, updated_at, spec
+         FROM rollouts WHERE active = 1 ORDER BY created_at, id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let own: String = row.try_get("component")?;
+        let spec: String = row.try_get("spec")?;
+        let listed = serde_json::from_str::<serde_json::Value>(&spec)
+            .ok()
+            .and_then(|v| v.get("components").cloned())
+            .and_then(|c| c.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c["component"] == component.as_str());
+        if own == component.as_str() || listed {
+            return summary(row).map(Some);
+        }
+    }
+    Ok(None)
 }
 
 fn summary(row: &AnyRow) -> Result<RolloutSummary, StoreError> {

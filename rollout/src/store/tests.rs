@@ -532,6 +532,73 @@ async fn concurrent_begin_has_one_winner(url: String) {
     assert_eq!(a.list().await.unwrap().len(), 5);
 }
 
+async fn a_rollout_of_both_components_holds_both(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let both = Spec::from_yaml(
+        r#"
+components:
+  - component: edge
+    version: v2
+    artifact:
+      url: salt://releases/edge/v2/edge.tar.gz
+      sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    cohorts: [{name: all, target: G@role:edge}]
+  - component: connector
+    version: v2
+    artifact:
+      url: salt://releases/connector/v2/connector.tar.gz
+      sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    cohorts: [{name: all, target: G@role:connector}]
+"#,
+    )
+    .unwrap();
+    let host = |id: &str| Host {
+        id: id.into(),
+        datacenter: "ams".into(),
+        cohort: "canary".into(),
+        role: "edge".into(),
+        version: Some("v1".into()),
+        reachable: true,
+    };
+    let fleet = |id: &str| -> crate::plan::Fleet {
+        (
+            Inventory::new(vec![host(id)]).unwrap(),
+            [("all".to_string(), vec![id.to_string()])].into(),
+        )
+    };
+    let p = Plan::build_parts(&both, &[fleet("e1"), fleet("c1")]);
+    assert!(p.executable(), "{:?}", p.problems);
+    let id = store.begin_rollout(&both, &p).await.unwrap();
+    for component in [Component::Edge, Component::Connector] {
+        assert_eq!(store.active(component).await.unwrap().unwrap().id, id);
+    }
+    for other in ["edge", "connector"] {
+        match begin(&store, other, "v3").await {
+            Err(StoreError::AlreadyActive {
+                component,
+                id: held,
+            }) => {
+                assert_eq!(component.as_str(), other);
+                assert_eq!(held, id);
+            }
+            got => panic!("{other}: expected AlreadyActive, got {got:?}"),
+        }
+    }
+    let rec = store.get(&id).await.unwrap();
+    assert_eq!(rec.spec, both);
+    assert_eq!(rec.plan, p);
+    store.set_state(&id, RolloutState::Succeeded).await.unwrap();
+    assert!(store.active(Component::Connector).await.unwrap().is_none());
+    begin(&store, "connector", "v3").await.unwrap();
+    // And the other way round: a connector rollout holds off one of both.
+    match store.begin_rollout(&both, &p).await {
+        Err(StoreError::AlreadyActive { component, .. }) => {
+            assert_eq!(component, Component::Connector)
+        }
+        got => panic!("expected AlreadyActive, got {got:?}"),
+    }
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -565,6 +632,7 @@ both_backends!(
     running_or_paused_rollouts_are_listed,
     migrations_run_once,
     concurrent_begin_has_one_winner,
+    a_rollout_of_both_components_holds_both,
 );
 
 #[test]

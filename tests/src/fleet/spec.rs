@@ -84,3 +84,63 @@ impl EdgeSpec {
             .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 }
+
+/// One rollout of edge then connector (`components:`): the edge over the
+/// fleet's three cohorts as in [`EdgeSpec`], then the connector's canary
+/// replica, then the other one.
+#[derive(Debug, Clone)]
+pub struct ComponentsSpec {
+    edge: Release,
+    connector: Release,
+    bake: String,
+    gates: String,
+}
+
+impl ComponentsSpec {
+    /// `edge` then `connector`, every cohort baking `bake`, no gates.
+    pub fn new(edge: &Release, connector: &Release, bake: &str) -> ComponentsSpec {
+        ComponentsSpec {
+            edge: edge.clone(),
+            connector: connector.clone(),
+            bake: bake.into(),
+            gates: String::new(),
+        }
+    }
+
+    /// Gate list items, as YAML indented by two spaces (`  - name: ...`).
+    pub fn gates(mut self, yaml: &str) -> ComponentsSpec {
+        self.gates = yaml.into();
+        self
+    }
+
+    /// The spec's YAML text.
+    pub fn yaml(&self) -> String {
+        let (e, c, bake) = (&self.edge, &self.connector, &self.bake);
+        let mut text = format!(
+            "components:\n\
+             \x20 - component: edge\n    version: {}\n    artifact:\n      url: {}\n      sha256: {}\n    cohorts:\n\
+             \x20     - name: canary\n        target: G@cohort:canary and G@role:edge\n        batch: 1\n        bake: {bake}\n\
+             \x20     - name: ams-fra\n        target: G@role:edge and ( G@datacenter:ams or G@datacenter:fra )\n        batch: 2\n        bake: {bake}\n\
+             \x20     - name: rest\n        target: G@role:edge\n        batch: 100%\n        bake: {bake}\n\
+             \x20 - component: connector\n    version: {}\n    artifact:\n      url: {}\n      sha256: {}\n    cohorts:\n\
+             \x20     - name: canary\n        target: G@cohort:canary and G@role:connector\n        batch: 1\n        bake: {bake}\n\
+             \x20     - name: rest\n        target: G@role:connector\n        batch: 1\n        bake: {bake}\n",
+            e.version, e.source, e.sha256, c.version, c.source, c.sha256
+        );
+        if !self.gates.is_empty() {
+            text.push_str("gates:\n");
+            text.push_str(&self.gates);
+            if !self.gates.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        text.push_str("timeouts:\n  salt_job: 2m\n  version_confirm: 1m\n");
+        text
+    }
+
+    /// Writes the spec to `path`.
+    pub fn write(&self, path: &std::path::Path) {
+        std::fs::write(path, self.yaml())
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+}
