@@ -8,7 +8,7 @@
 //! | `POST /echo` | the request body, streamed back |
 //! | `POST /sink` | `{"bytes": N, "sha256": "..."}` of the body |
 //! | `GET /bytes?size=N&seed=S` | N bytes of pattern S (see [`crate::pattern`]) |
-//! | `GET /sse?id=X&events=N` | N server-sent events, then holds the response open until `POST /release?id=X` |
+//! | `GET /sse?id=X&events=N[&interval_ms=M]` | N server-sent events (M ms apart, default 0), then holds the response open until `POST /release?id=X` |
 //! | `GET /slow?ms=N` | waits N ms, then answers |
 //! | `GET /status/N` | status N |
 //! | `GET /stats` | `{"slow_started": N}` |
@@ -137,11 +137,16 @@ async fn bytes(Query(q): Query<BytesQuery>) -> Response {
 struct SseQuery {
     id: String,
     events: u32,
+    /// Pause before each event after the first, so a stream carries events
+    /// for a while (as across a restart under load).
+    #[serde(default)]
+    interval_ms: u64,
 }
 
 async fn sse(State(s): State<Arc<OriginState>>, Query(q): Query<SseQuery>) -> Response {
     let release = s.notify(&q.id);
-    let stream = async_stream(q.events, release);
+    let interval = Duration::from_millis(q.interval_ms);
+    let stream = async_stream(q.events, interval, release);
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
@@ -150,12 +155,16 @@ async fn sse(State(s): State<Arc<OriginState>>, Query(q): Query<SseQuery>) -> Re
 
 fn async_stream(
     events: u32,
+    interval: Duration,
     release: Arc<Notify>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
     futures_util::stream::unfold(0u32, move |i| {
         let release = release.clone();
         async move {
             if i < events {
+                if i > 0 && !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
                 Some((Ok(Bytes::from(format!("data: event {i}\n\n"))), i + 1))
             } else if i == events {
                 // Hold the response open until the test releases it.
