@@ -11,6 +11,7 @@ pub mod grafana;
 pub mod h2_origin;
 pub mod hostile_edge;
 pub mod http;
+pub mod load;
 pub mod metrics;
 pub mod net;
 pub mod origin;
