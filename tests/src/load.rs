@@ -622,10 +622,11 @@ impl Load {
         if let Err(e) = spec.validate() {
             panic!("invalid load spec: {e}");
         }
-        let upload: Bytes = crate::pattern::chunks(UPLOAD_SEED, spec.mix.upload_size)
-            .flat_map(|c| c.to_vec())
-            .collect::<Vec<u8>>()
-            .into();
+        let mut upload = Vec::with_capacity(spec.mix.upload_size as usize);
+        for chunk in crate::pattern::chunks(UPLOAD_SEED, spec.mix.upload_size) {
+            upload.extend_from_slice(&chunk);
+        }
+        let upload = Bytes::from(upload);
         let upload_sha256 = crate::pattern::sha256(UPLOAD_SEED, spec.mix.upload_size);
         let shared = Arc::new(Shared {
             spec,
@@ -974,15 +975,28 @@ async fn sse_stream(
 /// the spec says the test ends streams itself).
 async fn end_stream(shared: &Arc<Shared>, mut stream: Stream) -> SseReport {
     let limit = shared.spec.request_timeout;
-    let end = if stream.task.is_finished() || !shared.spec.mix.sse_release {
-        if stream.task.is_finished() {
-            stream_end((&mut stream.task).await)
-        } else {
-            stream.task.abort();
-            SseEnd::EndedByTest
-        }
+    let target = shared.spec.targets[stream.target].name.clone();
+    let sent = shared.since_start();
+    let failed = |kind, cause| {
+        SseEnd::Failed(Failure {
+            at: shared.since_start(),
+            sent,
+            target: target.clone(),
+            kind,
+            cause,
+        })
+    };
+    let joined = |result: Result<Result<(), Failure>, tokio::task::JoinError>| match result {
+        Ok(Ok(())) => SseEnd::Finished,
+        Ok(Err(failure)) => SseEnd::Failed(failure),
+        Err(e) => failed(Kind::Sse, Cause::Other(format!("stream task: {e}"))),
+    };
+    let end = if stream.task.is_finished() {
+        joined((&mut stream.task).await)
+    } else if !shared.spec.mix.sse_release {
+        stream.task.abort();
+        SseEnd::EndedByTest
     } else {
-        let sent = shared.since_start();
         let path = format!("/release?id={}", stream.id);
         let released = tokio::time::timeout(limit, async {
             let (status, mut body, _conn) =
@@ -995,51 +1009,25 @@ async fn end_stream(shared: &Arc<Shared>, mut stream: Stream) -> SseReport {
         match released {
             Err(cause) => {
                 stream.task.abort();
-                SseEnd::Failed(Failure {
-                    at: shared.since_start(),
-                    sent,
-                    target: shared.spec.targets[stream.target].name.clone(),
-                    kind: Kind::Release,
-                    cause,
-                })
+                failed(Kind::Release, cause)
             }
             Ok(()) => match tokio::time::timeout(limit, &mut stream.task).await {
-                Ok(result) => stream_end(result),
+                Ok(result) => joined(result),
                 Err(_) => {
                     stream.task.abort();
-                    SseEnd::Failed(Failure {
-                        at: shared.since_start(),
-                        sent,
-                        target: shared.spec.targets[stream.target].name.clone(),
-                        kind: Kind::Sse,
-                        cause: Cause::Timeout(format!(
-                            "no clean end within {limit:?} of the release"
-                        )),
-                    })
+                    let cause =
+                        Cause::Timeout(format!("no clean end within {limit:?} of the release"));
+                    failed(Kind::Sse, cause)
                 }
             },
         }
     };
     SseReport {
         id: stream.id,
-        target: shared.spec.targets[stream.target].name.clone(),
+        target,
         events: stream.events.load(Ordering::SeqCst),
         expected: shared.spec.mix.sse_events,
         end,
-    }
-}
-
-fn stream_end(joined: Result<Result<(), Failure>, tokio::task::JoinError>) -> SseEnd {
-    match joined {
-        Ok(Ok(())) => SseEnd::Finished,
-        Ok(Err(failure)) => SseEnd::Failed(failure),
-        Err(e) => SseEnd::Failed(Failure {
-            at: Duration::ZERO,
-            sent: Duration::ZERO,
-            target: String::new(),
-            kind: Kind::Sse,
-            cause: Cause::Other(format!("stream task: {e}")),
-        }),
     }
 }
 
@@ -1132,6 +1120,34 @@ mod tests {
         }
         assert_eq!(report.count("reset"), 20, "{text}");
         assert!(text.contains("status_5xx (503)"), "{text}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_generator_counts_ticks_it_cannot_send_as_overloaded() {
+        let silent = canned(b"", true).await;
+        let mut spec = LoadSpec::new(vec![Target::new("silent", silent)], "app.test");
+        spec.rate_per_s = 20;
+        spec.duration = Duration::from_millis(500);
+        spec.max_in_flight = 1;
+        spec.request_timeout = Duration::from_secs(2);
+        spec.mix.upload = 0.0;
+        spec.mix.bytes = 0.0;
+        let report = Load::start(spec).finish().await;
+        // The first request holds the only slot until its limit; the other
+        // nine ticks find the generator full.
+        assert_eq!(
+            (report.requests, report.generator_overloaded, report.failed),
+            (1, 9, 1),
+            "{report}"
+        );
+        let text = report.to_string();
+        assert!(
+            text.contains("generator overloaded: 9 requests not sent"),
+            "{text}"
+        );
+        let panic = std::panic::catch_unwind(|| report.assert_no_failures()).unwrap_err();
+        let message = panic.downcast_ref::<String>().unwrap();
+        assert!(message.contains("could not keep its schedule"), "{message}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
