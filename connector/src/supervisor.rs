@@ -135,13 +135,13 @@ impl Supervisor {
             seed(slot),
         );
         let mut next: Option<EdgeConn> = None;
-        let mut avoid: Option<usize> = None;
+        let mut first: Option<usize> = None;
         let mut dialed_before = false;
         loop {
             let conn = match next.take() {
                 Some(c) => c,
                 None => {
-                    let order = self.dial_order(preferred, avoid.take());
+                    let order = self.dial_order(preferred, first.take());
                     if dialed_before {
                         self.metrics
                             .reconnects
@@ -190,7 +190,12 @@ impl Supervisor {
             match ended {
                 Ended::Shutdown => return,
                 Ended::Moved(new) => next = Some(new),
-                Ended::Drained(edge) => avoid = Some(edge),
+                // A draining edge is usually being upgraded in place: its
+                // successor answers on the same address, so that address is
+                // dialed first. A plain stop refuses the dial at once (the
+                // draining process turns new connections away), and the
+                // next edge in the ring takes the connection.
+                Ended::Drained(edge) => first = Some(edge),
                 Ended::Lost(reason) => {
                     let wait = backoff.next_delay();
                     tracing::warn!(slot, %reason, wait_ms = wait.as_millis() as u64, "tunnel connection lost; reconnecting");
@@ -204,15 +209,13 @@ impl Supervisor {
     }
 
     /// Preferred edge first, then the others in ring order; an edge that
-    /// just asked us to drain goes last.
-    fn dial_order(&self, preferred: usize, avoid: Option<usize>) -> Vec<usize> {
+    /// just drained us (its successor may be there already) before all.
+    fn dial_order(&self, preferred: usize, first: Option<usize>) -> Vec<usize> {
         let n = self.edges.len();
         let mut order: Vec<usize> = (0..n).map(|i| (preferred + i) % n).collect();
-        if let Some(a) = avoid
-            && n > 1
-        {
-            order.retain(|&e| e != a);
-            order.push(a);
+        if let Some(f) = first {
+            order.retain(|&e| e != f);
+            order.insert(0, f);
         }
         order
     }

@@ -24,6 +24,20 @@ pub enum Command {
     /// Settings come from flags, EDGE_* environment variables, or a YAML file
     /// given with --config (flags and variables win over the file).
     Run(Box<RunArgs>),
+    /// Replace the running edge's worker with a new one, refusing nothing.
+    ///
+    /// Asks the supervisor of the edge (`edge run`) whose admin address the
+    /// given settings name: it starts a new worker from the binary its
+    /// service path names now (so switch the release first), waits until it
+    /// is ready, lets it serve, and tells the old worker to drain. Prints
+    /// each step; exits non-zero, with the old worker still serving, when
+    /// the new one does not come up. Takes the same settings as `edge run`
+    /// (use the same --config), and checks them first. SIGHUP to the
+    /// supervisor does the same without an answer.
+    Upgrade(Box<RunArgs>),
+    /// List the running edge's workers: the serving one and any still
+    /// draining after an upgrade.
+    Workers(Box<RunArgs>),
     /// Manage tunnels in the tunnels file.
     #[command(subcommand)]
     Tunnel(TunnelCommand),

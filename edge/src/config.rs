@@ -74,6 +74,22 @@ pub struct RunArgs {
     /// How long SIGTERM waits for in-flight requests. [default: 30s]
     #[arg(long, env = "EDGE_GRACE_PERIOD", value_name = "DURATION", value_parser = daemon::duration::parse)]
     pub grace_period: Option<Duration>,
+    /// How long a worker replaced by an upgrade (`edge upgrade`, SIGHUP)
+    /// lets its in-flight requests, WebSockets and TCP connections finish
+    /// before it closes them. Its successor serves everything new
+    /// meanwhile, so a long period costs only memory. [default: 10m]
+    #[arg(long, env = "EDGE_UPGRADE_GRACE_PERIOD", value_name = "DURATION", value_parser = daemon::duration::parse)]
+    pub upgrade_grace_period: Option<Duration>,
+    /// How long a new worker has to become ready in an upgrade; past it the
+    /// upgrade fails and the old worker keeps serving. [default: 60s]
+    #[arg(long, env = "EDGE_UPGRADE_TIMEOUT", value_name = "DURATION", value_parser = daemon::duration::parse)]
+    pub upgrade_timeout: Option<Duration>,
+    /// Serve in this process, binding the sockets itself, with no
+    /// supervisor: no upgrade in place (a restart refuses connections
+    /// while it lasts). For debugging and for managers that replace
+    /// processes themselves.
+    #[arg(long, env = "EDGE_SINGLE_PROCESS")]
+    pub single_process: bool,
     /// After start, how long a request for a tunnel with no connector yet
     /// waits for one to register (connectors come back within seconds of
     /// a restart) before it gets 502. 0s turns it off. [default: 5s]
@@ -160,6 +176,11 @@ struct FileConfig {
     #[serde(default, with = "daemon::duration::serde_text_opt")]
     grace_period: Option<Duration>,
     #[serde(default, with = "daemon::duration::serde_text_opt")]
+    upgrade_grace_period: Option<Duration>,
+    #[serde(default, with = "daemon::duration::serde_text_opt")]
+    upgrade_timeout: Option<Duration>,
+    single_process: Option<bool>,
+    #[serde(default, with = "daemon::duration::serde_text_opt")]
     registration_grace: Option<Duration>,
     #[serde(default, with = "daemon::duration::serde_text_opt")]
     response_timeout: Option<Duration>,
@@ -213,6 +234,12 @@ pub struct EdgeConfig {
     pub edge_id: String,
     /// Drain grace period.
     pub grace_period: Duration,
+    /// Drain grace period of a worker replaced by an upgrade.
+    pub upgrade_grace_period: Duration,
+    /// How long a new worker has to become ready.
+    pub upgrade_timeout: Duration,
+    /// No supervisor: this process binds and serves.
+    pub single_process: bool,
     /// After start, how long a request waits for its tunnel's first connector.
     pub registration_grace: Duration,
     /// Backstop for a connector's response head.
@@ -365,6 +392,15 @@ impl RunArgs {
                 .grace_period
                 .or(file.grace_period)
                 .unwrap_or(Duration::from_secs(30)),
+            upgrade_grace_period: self
+                .upgrade_grace_period
+                .or(file.upgrade_grace_period)
+                .unwrap_or(Duration::from_secs(600)),
+            upgrade_timeout: self
+                .upgrade_timeout
+                .or(file.upgrade_timeout)
+                .unwrap_or(Duration::from_secs(60)),
+            single_process: self.single_process || file.single_process.unwrap_or(false),
             registration_grace: self
                 .registration_grace
                 .or(file.registration_grace)

@@ -16,6 +16,10 @@
 //! - [`tcp`]: what TCP connections share (caps, the `tcp` stream, the relay).
 //! - [`tcp_ports`]: the public TCP ports of the tunnels file.
 //! - [`access`]: `connector access` WebSockets, carried as TCP.
+//! - [`supervisor`]: `edge run`'s parent process, which owns the sockets
+//!   and replaces its worker in place (`edge upgrade`).
+//! - [`sockets`]: how a worker gets its sockets from the supervisor.
+//! - [`steering`]: which generation's worker reads a tunnel datagram.
 #![warn(missing_docs)]
 
 pub mod access;
@@ -33,6 +37,9 @@ pub mod public_tls;
 pub mod registry;
 pub mod request_head;
 pub mod request_metrics;
+pub mod sockets;
+pub mod steering;
+pub mod supervisor;
 pub mod tcp;
 pub mod tcp_ports;
 pub mod tunnels;
@@ -53,6 +60,7 @@ use crate::listener::TunnelListener;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::registry::ConnRegistry;
+use crate::sockets::SocketSource;
 use crate::tunnels::{SharedTable, TunnelTable};
 
 /// How often the tunnels file is checked for changes.
@@ -60,8 +68,30 @@ const TUNNELS_POLL: Duration = Duration::from_secs(1);
 /// How often the public certificate directory is checked for changes.
 const CERTS_POLL: Duration = Duration::from_secs(1);
 
-/// Runs the edge until SIGTERM or SIGINT, then drains.
-pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
+/// How long a replaced worker's accept loops get to see the drain and drop
+/// their listeners before it tells the supervisor it stopped accepting.
+const STOP_ACCEPTING: Duration = Duration::from_millis(50);
+
+/// Why a worker stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM or SIGINT: the edge stops; connectors go to other edges.
+    Shutdown(&'static str),
+    /// SIGUSR2 from the supervisor: a successor serves already.
+    Replaced,
+}
+
+/// Serves until SIGTERM or SIGINT (or, under the supervisor, SIGUSR2: a
+/// successor took over), then drains. `sockets` says where the listening
+/// sockets come from.
+pub async fn run(cfg: EdgeConfig, release: Release, sockets: SocketSource) -> anyhow::Result<()> {
+    // Installed first: SIGUSR2's default action would end the process.
+    let replaced = if sockets.supervised() {
+        let kind = tokio::signal::unix::SignalKind::user_defined2();
+        Some(tokio::signal::unix::signal(kind).context("cannot listen for SIGUSR2")?)
+    } else {
+        None
+    };
     let metrics = Metrics::new(&release.version);
     if release.fault_injection.any() {
         tracing::warn!(faults = ?release.fault_injection, "FAULT INJECTION is on in this release");
@@ -74,22 +104,32 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
     let table = SharedTable::new(table);
     let registry = Arc::new(ConnRegistry::new(metrics.clone(), cfg.registration_grace));
 
-    let endpoint = tunnel::endpoint::server_endpoint(
-        cfg.tunnel_listen,
+    let tunnel_socket = sockets.udp(cfg.tunnel_listen).with_context(|| {
+        format!(
+            "cannot bind the tunnel listener on UDP {}",
+            cfg.tunnel_listen
+        )
+    })?;
+    let generation = tunnel_socket.generation;
+    let endpoint = tunnel::endpoint::server_endpoint_on(
+        tunnel_socket.socket,
         tunnel::endpoint::server_config(certs, key)?,
+        generation.map(|g| {
+            Arc::new(move || {
+                Box::new(steering::CidGenerator::new(g)) as Box<dyn quinn::ConnectionIdGenerator>
+            }) as _
+        }),
     )?;
-    let public = tokio::net::TcpListener::bind(cfg.public_http)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot bind the public HTTP listener on {}",
-                cfg.public_http
-            )
-        })?;
+    let public = sockets.tcp(cfg.public_http).with_context(|| {
+        format!(
+            "cannot bind the public HTTP listener on {}",
+            cfg.public_http
+        )
+    })?;
     let public_https = match cfg.public_https {
         Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
+            sockets
+                .tcp(addr)
                 .with_context(|| format!("cannot bind the public HTTPS listener on {addr}"))?,
         ),
         None => None,
@@ -102,7 +142,9 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    let admin = daemon::admin::bind(cfg.admin).await?;
+    let admin = sockets
+        .tcp(cfg.admin)
+        .with_context(|| format!("cannot bind the admin listener on {}", cfg.admin))?;
 
     let drain = CancellationToken::new();
     let stop_admin = CancellationToken::new();
@@ -123,19 +165,16 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
             }
         })
     };
-    let admin_task = tokio::spawn(daemon::admin::serve(
-        admin,
-        daemon::admin::router(metrics.registry.clone(), ready),
-        stop_admin.clone(),
-    ));
+    let admin_router = daemon::admin::router(metrics.registry.clone(), ready);
 
+    let drain_deadline = Arc::new(AtomicU64::new(cfg.grace_period.as_millis() as u64));
     let listener = Arc::new(TunnelListener {
         table: table.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
         edge_id: cfg.edge_id.clone(),
         location: cfg.location.clone(),
-        grace_period: cfg.grace_period,
+        drain_deadline: drain_deadline.clone(),
         pending: listener::PendingLimits::new(
             cfg.max_pending_registrations,
             cfg.max_pending_registrations_per_ip,
@@ -165,7 +204,12 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
             public_tasks.clone(),
         ),
     });
-    let tcp_ports = tcp_ports::TcpPorts::new(proxy.clone(), cfg.public_tcp_address, drain.clone());
+    let tcp_ports = tcp_ports::TcpPorts::new(
+        proxy.clone(),
+        cfg.public_tcp_address,
+        drain.clone(),
+        sockets.clone(),
+    );
     tcp_ports.sync(&proxy.table.current());
     let reload_metrics = metrics.clone();
     let reload_registry = registry.clone();
@@ -195,6 +239,17 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
             max_header_list_size: cfg.http2_max_header_list_size,
         },
     ));
+    // Connectors may register from here on; public traffic and the admin
+    // endpoint wait until the supervisor says this worker serves.
+    sockets
+        .ready(&release.version)
+        .await
+        .context("the supervisor did not let this worker serve")?;
+    let admin_task = tokio::spawn(daemon::admin::serve(
+        admin,
+        admin_router,
+        stop_admin.clone(),
+    ));
     let redirect_to = match (cfg.redirect_http_to_https, cfg.public_https) {
         (true, Some(addr)) => Some(addr.port()),
         _ => None,
@@ -221,19 +276,46 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
     tracing::info!(version = %release.version, public_http = %cfg.public_http,
         public_https = ?cfg.public_https, public_tcp_ports = ?tcp_ports.ports(),
         tunnel_listen = %cfg.tunnel_listen, admin = %cfg.admin, location = %cfg.location,
-        edge_id = %cfg.edge_id, "edge started");
+        edge_id = %cfg.edge_id, generation = ?generation, "edge started");
 
-    let signal = daemon::signal::shutdown().await;
-    tracing::info!(signal, grace_period = ?cfg.grace_period,
-        "draining: no new public connections, connectors told to move away");
+    let stop = wait_for_stop(replaced).await;
+    let mut grace = match stop {
+        Stop::Shutdown(signal) => {
+            tracing::info!(signal, grace_period = ?cfg.grace_period,
+                "draining: no new public connections, connectors told to move away");
+            cfg.grace_period
+        }
+        Stop::Replaced => {
+            tracing::info!(upgrade_grace_period = ?cfg.upgrade_grace_period,
+                "replaced by a new worker: it accepts from now on; this one finishes what it has \
+                 and its connectors move their connections to the new one");
+            cfg.upgrade_grace_period
+        }
+    };
     serving.store(false, Ordering::SeqCst);
     metrics.draining.set(1);
+    drain_deadline.store(grace.as_millis() as u64, Ordering::SeqCst);
     drain.cancel();
+    if stop == Stop::Replaced {
+        // The successor answers /metrics and /ready from now on.
+        stop_admin.cancel();
+        tokio::time::sleep(STOP_ACCEPTING).await;
+        sockets.draining().await;
+    }
     public_tasks.close();
-    if tokio::time::timeout(cfg.grace_period, public_tasks.wait())
-        .await
-        .is_err()
-    {
+    let started = tokio::time::Instant::now();
+    let finished = loop {
+        tokio::select! {
+            _ = public_tasks.wait() => break true,
+            _ = tokio::time::sleep_until(started + grace) => break false,
+            signal = daemon::signal::shutdown(), if grace > cfg.grace_period => {
+                tracing::info!(signal, grace_period = ?cfg.grace_period,
+                    "stopping: what is still in flight gets the grace period");
+                grace = grace.min(started.elapsed() + cfg.grace_period);
+            }
+        }
+    };
+    if !finished {
         tracing::warn!(
             in_flight = metrics.in_flight.get(),
             "grace period over; closing the connections still in flight"
@@ -248,6 +330,22 @@ pub async fn run(cfg: EdgeConfig, release: Release) -> anyhow::Result<()> {
     let _ = admin_task.await;
     tracing::info!("edge stopped");
     Ok(())
+}
+
+/// SIGTERM or SIGINT; under a supervisor also SIGUSR2 (replaced).
+async fn wait_for_stop(replaced: Option<tokio::signal::unix::Signal>) -> Stop {
+    let replaced = async {
+        match replaced {
+            Some(mut s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        signal = daemon::signal::shutdown() => Stop::Shutdown(signal),
+        _ = replaced => Stop::Replaced,
+    }
 }
 
 fn load_table(path: &Path) -> anyhow::Result<TunnelTable> {

@@ -81,8 +81,9 @@ pub struct TunnelListener {
     pub edge_id: String,
     /// This edge's location, sent in `Registered`.
     pub location: String,
-    /// The drain deadline sent to connectors.
-    pub grace_period: Duration,
+    /// The drain deadline sent to connectors, in milliseconds: the grace
+    /// period, or the upgrade grace period when a successor took over.
+    pub drain_deadline: Arc<std::sync::atomic::AtomicU64>,
     /// Caps on connections not registered yet.
     pub pending: PendingLimits,
 }
@@ -250,7 +251,8 @@ impl TunnelListener {
                 },
                 _ = drain.cancelled(), if !drain_sent => {
                     drain_sent = true;
-                    let msg = Frame::Control(ControlMessage::Drain(Drain { deadline: self.grace_period }));
+                    let deadline = Duration::from_millis(self.drain_deadline.load(std::sync::atomic::Ordering::SeqCst));
+                    let msg = Frame::Control(ControlMessage::Drain(Drain { deadline }));
                     let write = write_frame(&mut send, &msg);
                     match tokio::time::timeout(CONTROL_WRITE_TIMEOUT, write).await {
                         Ok(Ok(())) => {}

@@ -1,9 +1,12 @@
 //! `edge`: parse, build, run until a signal, drain.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use edge::cli::{Cli, Command, TunnelCommand};
+use edge::sockets::{Broker, SocketSource, WORKER_ENV};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -14,6 +17,31 @@ fn main() -> ExitCode {
                 Err(e) => return fail_config(&e.to_string()),
             };
             daemon::logging::init(cfg.log_format, "EDGE_LOG");
+            let worker = std::env::var_os(WORKER_ENV).is_some();
+            if !worker && !cfg.single_process {
+                let mut argv = std::env::args_os();
+                return edge::supervisor::run(edge::supervisor::Options {
+                    program: argv.next().unwrap_or_else(|| "edge".into()),
+                    args: argv.collect(),
+                    admin: cfg.admin,
+                    upgrade_timeout: cfg.upgrade_timeout,
+                });
+            }
+            let sockets = if worker {
+                // A worker dies with its supervisor: a supervisor killed
+                // outright (an OOM kill, a manager's last resort) is
+                // restarted by its service manager, and its new workers
+                // must find the ports free, not held by a draining orphan.
+                let _ = rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ));
+                match Broker::from_stdin() {
+                    Ok(b) => SocketSource::Supervised(Arc::new(b)),
+                    Err(e) => return fail(&e.to_string()),
+                }
+            } else {
+                SocketSource::Direct
+            };
             let release = match daemon::release::current("edge", env!("CARGO_PKG_VERSION")) {
                 Ok(r) => r,
                 Err(e) => return fail_config(&e.to_string()),
@@ -22,9 +50,39 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
             };
-            match runtime.block_on(edge::run(cfg, release)) {
+            match runtime.block_on(edge::run(cfg, release, sockets)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("{e:#}")),
+            }
+        }
+        Command::Upgrade(args) => {
+            let cfg = match args.resolve() {
+                Ok(cfg) => cfg,
+                Err(e) => return fail_config(&e.to_string()),
+            };
+            // The supervisor's own wait, plus the old worker's stop.
+            let limit = cfg.upgrade_timeout + Duration::from_secs(30);
+            match edge::supervisor::request_upgrade(cfg.admin, limit) {
+                Ok(summary) => {
+                    println!("upgraded: {summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&format!("upgrade failed: {e}")),
+            }
+        }
+        Command::Workers(args) => {
+            let cfg = match args.resolve() {
+                Ok(cfg) => cfg,
+                Err(e) => return fail_config(&e.to_string()),
+            };
+            match edge::supervisor::list_workers(cfg.admin) {
+                Ok(lines) => {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
             }
         }
         Command::Tunnel(TunnelCommand::Create {

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Proxy;
+use crate::sockets::SocketSource;
 use crate::tcp::{self, Via};
 use crate::tunnels::TunnelTable;
 
@@ -31,16 +32,24 @@ pub struct TcpPorts {
     listening: Mutex<HashMap<u16, CancellationToken>>,
     /// Fires at shutdown: every listener stops accepting.
     drain: CancellationToken,
+    /// Where listeners come from (under a supervisor they outlive us).
+    sockets: SocketSource,
 }
 
 impl TcpPorts {
     /// No port yet; [`TcpPorts::sync`] binds them.
-    pub fn new(proxy: Arc<Proxy>, address: IpAddr, drain: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        proxy: Arc<Proxy>,
+        address: IpAddr,
+        drain: CancellationToken,
+        sockets: SocketSource,
+    ) -> Arc<Self> {
         Arc::new(Self {
             proxy,
             address,
             listening: Mutex::new(HashMap::new()),
             drain,
+            sockets,
         })
     }
 
@@ -53,6 +62,7 @@ impl TcpPorts {
             let keep = table.tcp_port(*port).is_some();
             if !keep {
                 stop.cancel();
+                self.sockets.release(SocketAddr::new(self.address, *port));
                 tracing::info!(port, "public TCP port removed from the tunnels file; closed (open connections finish)");
             }
             keep
@@ -63,7 +73,7 @@ impl TcpPorts {
                     continue;
                 }
                 let addr = SocketAddr::new(self.address, port);
-                match bind(addr) {
+                match self.sockets.tcp(addr) {
                     Ok(listener) => {
                         let stop = self.drain.child_token();
                         listening.insert(port, stop.clone());
@@ -173,12 +183,6 @@ impl TcpPorts {
 
 /// Binds a listener (std's bind sets SO_REUSEADDR, so a port closed at a
 /// reload can be bound again at the next one despite TIME_WAIT).
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    TcpListener::from_std(listener)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,7 +235,12 @@ mod tests {
     async fn ports_follow_the_table_and_a_failed_bind_is_retried_at_the_next_sync() {
         let metrics = Metrics::new("test");
         let drain = CancellationToken::new();
-        let ports = TcpPorts::new(proxy(&metrics), [127, 0, 0, 1].into(), drain.clone());
+        let ports = TcpPorts::new(
+            proxy(&metrics),
+            [127, 0, 0, 1].into(),
+            drain.clone(),
+            SocketSource::Direct,
+        );
         let (a, b) = (free_port(), free_port());
         let squatter = std::net::TcpListener::bind(("127.0.0.1", b)).unwrap();
 

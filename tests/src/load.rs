@@ -92,6 +92,9 @@ pub struct Mix {
     /// target) and expect a clean end; when false the generator closes the
     /// streams that are intact so far ("ended by the test").
     pub sse_release: bool,
+    /// Whether the origin holds each stream open after its events (until
+    /// the release); when false a stream ends by itself after its events.
+    pub sse_hold: bool,
 }
 
 impl Default for Mix {
@@ -106,6 +109,7 @@ impl Default for Mix {
             sse_events: 20,
             sse_interval: Duration::from_millis(250),
             sse_release: true,
+            sse_hold: true,
         }
     }
 }
@@ -920,9 +924,10 @@ async fn sse_stream(
     };
     let mix = &shared.spec.mix;
     let path = format!(
-        "/sse?id={id}&events={}&interval_ms={}",
+        "/sse?id={id}&events={}&interval_ms={}&hold={}",
         mix.sse_events,
-        mix.sse_interval.as_millis()
+        mix.sse_interval.as_millis(),
+        u8::from(mix.sse_hold)
     );
     let limit = shared.spec.request_timeout;
     let (status, mut body, _conn) = tokio::time::timeout(

@@ -141,12 +141,20 @@ struct SseQuery {
     /// for a while (as across a restart under load).
     #[serde(default)]
     interval_ms: u64,
+    /// `0`: end the stream after its events instead of holding it open
+    /// until released.
+    #[serde(default = "yes")]
+    hold: u8,
+}
+
+fn yes() -> u8 {
+    1
 }
 
 async fn sse(State(s): State<Arc<OriginState>>, Query(q): Query<SseQuery>) -> Response {
     let release = s.notify(&q.id);
     let interval = Duration::from_millis(q.interval_ms);
-    let stream = async_stream(q.events, interval, release);
+    let stream = async_stream(q.events, interval, (q.hold != 0).then_some(release));
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
@@ -156,7 +164,7 @@ async fn sse(State(s): State<Arc<OriginState>>, Query(q): Query<SseQuery>) -> Re
 fn async_stream(
     events: u32,
     interval: Duration,
-    release: Arc<Notify>,
+    release: Option<Arc<Notify>>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
     futures_util::stream::unfold(0u32, move |i| {
         let release = release.clone();
@@ -168,7 +176,9 @@ fn async_stream(
                 Some((Ok(Bytes::from(format!("data: event {i}\n\n"))), i + 1))
             } else if i == events {
                 // Hold the response open until the test releases it.
-                let _ = tokio::time::timeout(Duration::from_secs(60), release.notified()).await;
+                if let Some(release) = release {
+                    let _ = tokio::time::timeout(Duration::from_secs(60), release.notified()).await;
+                }
                 Some((Ok(Bytes::from_static(b"data: done\n\n")), i + 1))
             } else {
                 None

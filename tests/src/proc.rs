@@ -66,12 +66,17 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Peak resident memory (VmHWM) in bytes, while it runs.
+    /// Peak resident memory (VmHWM) in bytes, while it runs: its own plus
+    /// its children's (the edge serves in a worker under its supervisor),
+    /// an upper bound of what they held at once.
     pub fn peak_rss(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        let own = status_bytes(self.pid(), "VmHWM:")?;
+        Some(
+            own + children(self.pid())
+                .into_iter()
+                .filter_map(|c| status_bytes(c, "VmHWM:"))
+                .sum::<u64>(),
+        )
     }
 
     /// Everything it logged so far.
@@ -123,4 +128,28 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The direct children of a process.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// A `/proc/PID/status` size line (`VmRSS:`, `VmHWM:`) in bytes.
+pub fn status_bytes(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

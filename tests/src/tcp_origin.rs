@@ -174,10 +174,14 @@ pub fn sample_rss(
     (stop, task)
 }
 
-/// VmRSS of a process, in bytes.
+/// VmRSS of a process and its children (the edge's worker), in bytes.
 pub fn vm_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    use crate::proc::{children, status_bytes};
+    let own = status_bytes(pid, "VmRSS:")?;
+    Some(
+        own + children(pid)
+            .into_iter()
+            .filter_map(|c| status_bytes(c, "VmRSS:"))
+            .sum::<u64>(),
+    )
 }

@@ -79,11 +79,25 @@ pub struct Edge {
     pub admin: SocketAddr,
     args: Vec<String>,
     log: PathBuf,
+    program: PathBuf,
 }
 
 impl Edge {
     /// Starts an edge on host `n` of `net` and waits until it is ready.
     pub async fn start(work: &Workdir, pki: &Pki, net: &TestNet, n: u8, extra: &[&str]) -> Self {
+        Self::start_program(&bin("edge"), work, pki, net, n, extra).await
+    }
+
+    /// [`Edge::start`] with the binary at `program` (a path a test can
+    /// point elsewhere later, as a release switch does).
+    pub async fn start_program(
+        program: &Path,
+        work: &Workdir,
+        pki: &Pki,
+        net: &TestNet,
+        n: u8,
+        extra: &[&str],
+    ) -> Self {
         let public = net.addr(n, PUBLIC_PORT);
         let tunnel = net.addr(n, TUNNEL_PORT);
         let admin = net.addr(n, ADMIN_PORT);
@@ -108,7 +122,7 @@ impl Edge {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = work.join(&format!("edge-{n}.log"));
-        let proc = spawn_edge(&args, &log);
+        let proc = spawn_edge(program, &args, &log);
         let edge = Self {
             proc,
             public,
@@ -116,6 +130,7 @@ impl Edge {
             admin,
             args,
             log,
+            program: program.to_path_buf(),
         };
         edge.wait_ready().await;
         edge
@@ -133,8 +148,18 @@ impl Edge {
     /// Starts the same edge again after it stopped.
     pub async fn restart(&mut self) {
         self.proc.kill();
-        self.proc = spawn_edge(&self.args, &self.log);
+        self.proc = spawn_edge(&self.program, &self.args, &self.log);
         self.wait_ready().await;
+    }
+
+    /// `edge upgrade` with this edge's settings: its output, whether it
+    /// succeeded or not.
+    pub fn upgrade(&self) -> std::process::Output {
+        Command::new(bin("edge"))
+            .arg("upgrade")
+            .args(&self.args[1..])
+            .output()
+            .expect("run edge upgrade")
     }
 
     /// Its `/metrics` text.
@@ -143,8 +168,8 @@ impl Edge {
     }
 }
 
-fn spawn_edge(args: &[String], log: &Path) -> Proc {
-    let mut cmd = Command::new(bin("edge"));
+fn spawn_edge(program: &Path, args: &[String], log: &Path) -> Proc {
+    let mut cmd = Command::new(program);
     cmd.args(args).env("EDGE_LOG", "info");
     // Append: a restarted edge keeps the earlier lines.
     let prior = std::fs::read_to_string(log).unwrap_or_default();

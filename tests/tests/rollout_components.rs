@@ -2,8 +2,9 @@
 //! `rollout plan` shows the edge stages then the connector stages; `apply`
 //! finishes the edge part before the first connector host is touched; a
 //! connector gate failure rolls back the connectors, then the edges, newest
-//! first, and the journal and `rollout history` show it. One fleet serves the
-//! three scenarios, in order.
+//! first, and the journal and `rollout history` show it. The successful
+//! rollout runs under a steady load over all six edges and fails no request.
+//! One fleet serves the three scenarios, in order.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -16,6 +17,7 @@ use tests::bins::bin;
 use tests::fleet::spec::ComponentsSpec;
 use tests::fleet::{Fleet, Role};
 use tests::grafana::Grafana;
+use tests::load::Load;
 
 const GRAFANA_TOKEN: &str = "glsa_fleet-test-token";
 
@@ -123,7 +125,17 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
     }
     assert!(text.contains("  batch 1: conn-ams-1"), "{text}");
 
-    // 2. Apply: no connector host changes version before every edge runs v2.
+    // 2. Apply: no connector host changes version before every edge runs v2,
+    // and under a steady 200 requests/s over all six edges nothing fails:
+    // every edge is upgraded in place, every connector drains into its
+    // replica. Six event streams open at the start stay open across the
+    // edge upgrades (75 s of events, shorter than the connectors' grace).
+    let mut load = fleet.load_spec(200, Duration::from_secs(420));
+    load.mix.sse_streams = 6;
+    load.mix.sse_events = 300;
+    load.mix.sse_interval = Duration::from_millis(250);
+    load.mix.sse_hold = false;
+    let load = Load::start(load);
     let log = fleet.work.join("apply.log");
     let mut child = rollout(
         &fleet,
@@ -167,6 +179,10 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
     );
     fleet.wait_versions("edge", "v2", &edges).await;
     fleet.wait_versions("connector", "v2", &connectors).await;
+    let report = load.stop().await;
+    eprintln!("edge v2 then connector v2 under load: {report}");
+    report.assert_no_failures();
+    assert_eq!(report.sse_finished(), 6, "{report}");
 
     // The journal: the last edge confirmation comes before the first
     // connector assignment, with the part boundary between them.

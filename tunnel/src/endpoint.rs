@@ -173,6 +173,28 @@ pub fn server_endpoint(
     quinn::Endpoint::server(config, addr).map_err(|source| EndpointError::Bind { addr, source })
 }
 
+/// A server endpoint on a socket bound elsewhere (by the edge's
+/// supervisor), issuing connection IDs from `cid_generator` when given.
+pub fn server_endpoint_on(
+    socket: std::net::UdpSocket,
+    config: quinn::ServerConfig,
+    cid_generator: Option<Arc<CidGeneratorFactory>>,
+) -> Result<quinn::Endpoint, EndpointError> {
+    let addr = socket
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    if let Some(factory) = cid_generator {
+        endpoint_config.cid_generator(move || factory());
+    }
+    let runtime = Arc::new(quinn::TokioRuntime);
+    quinn::Endpoint::new(endpoint_config, Some(config), socket, runtime)
+        .map_err(|source| EndpointError::Bind { addr, source })
+}
+
+/// Makes the connection ID generator of each endpoint.
+pub type CidGeneratorFactory = dyn Fn() -> Box<dyn quinn::ConnectionIdGenerator> + Send + Sync;
+
 /// Binds a client endpoint on an ephemeral port of the right address family.
 pub fn client_endpoint(
     config: quinn::ClientConfig,

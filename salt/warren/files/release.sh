@@ -151,17 +151,25 @@ rollback() {
     if [ "$cur" != "$prev" ]; then
         relink "$home" current "$prev" || { say no "$what; switching current back to $prev FAILED"; exit 1; }
     fi
-    case $manager in
-        supervisord) out=$(supervisorctl -c "$conf" restart "warren-$comp" 2>&1) ;;
-        systemd) out=$(systemctl restart "warren-$comp" 2>&1) ;;
-        *) out="unknown service manager $manager"; false ;;
-    esac
+    # The edge goes back in place, refusing nothing (its old worker may even
+    # be serving still, if the new one never started); a restart only when
+    # its supervisor is not there to ask.
+    how=restarted
+    if [ "$comp" = edge ] && out=$("$home/current/edge" upgrade --config "$home/edge.yaml" 2>&1); then
+        how="upgraded in place back to it"
+    else
+        case $manager in
+            supervisord) out=$(supervisorctl -c "$conf" restart "warren-$comp" 2>&1) ;;
+            systemd) out=$(systemctl restart "warren-$comp" 2>&1) ;;
+            *) out="unknown service manager $manager"; false ;;
+        esac
+    fi
     if [ $? -ne 0 ]; then
         say yes "$what; rolled back current to $prev, but restarting warren-$comp failed: $out"
         exit 1
     fi
     if ready "$admin" "$timeout"; then
-        say yes "$what; ROLLED BACK: current points to $prev again and warren-$comp was restarted and is ready, so this host keeps serving $(basename "$prev")"
+        say yes "$what; ROLLED BACK: current points to $prev again and warren-$comp was $how and is ready, so this host keeps serving $(basename "$prev")"
     else
         say yes "$what; rolled back current to $prev and restarted warren-$comp, but it is not ready either"
     fi

@@ -274,7 +274,10 @@ impl Fleet {
                             "edge_server_name": EDGE_NAME,
                             "admin": h.admin().to_string(),
                             "ha_connections": edges_quic.len(),
-                            "grace_period": "5s",
+                            // Longer than the longest stream the tests hold
+                            // open across a connector release (75 s of
+                            // events): a drain finishes it rather than cut it.
+                            "grace_period": "90s",
                             "ingress": [{"service": format!("http://{origin}")}],
                         },
                         "token": token,
@@ -725,6 +728,21 @@ impl Fleet {
             }
         });
         Traffic(task)
+    }
+
+    /// A bounded load on every edge's public address, round-robin, for the
+    /// fleet's app hostname (see [`crate::load`]).
+    pub fn load_spec(&self, rate_per_s: u32, duration: Duration) -> crate::load::LoadSpec {
+        let targets = self
+            .hosts
+            .iter()
+            .filter(|h| h.role == Role::Edge)
+            .map(|h| crate::load::Target::new(h.id.clone(), h.public()))
+            .collect();
+        let mut spec = crate::load::LoadSpec::new(targets, APP_HOST);
+        spec.rate_per_s = rate_per_s;
+        spec.duration = duration;
+        spec
     }
 
     /// Stops a minion (the host becomes unreachable for Salt).
