@@ -1,6 +1,7 @@
-//! The README's main job, run as a user runs it: edge v2 over the whole
-//! fleet, then a bad v3 that a real alert rolls back, every edge ending on
-//! v2, and no process left behind.
+//! The README's main job, run as a user runs it: edge v2 then connector v2
+//! over the whole fleet under load with no failed request, then a bad v3
+//! that a real alert rolls back, every edge ending on v2, and no process
+//! left behind.
 
 use std::process::Command;
 
@@ -49,5 +50,11 @@ fn the_main_job_rolls_v2_out_and_lets_an_alert_roll_the_bad_v3_back() {
     assert!(
         stdout.contains("ALERT EdgeReleaseErrorRatioHigh"),
         "{stdout}"
+    );
+    // Edge v2 then connector v2 under load, nothing failed: the last line.
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("load: ") && last.contains(" requests, 0 failed"),
+        "the demo does not end with the load's count: {last:?}\n{stdout}"
     );
 }

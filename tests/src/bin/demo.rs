@@ -1,17 +1,19 @@
 //! The README's main job: a real local fleet (Salt master and minions,
 //! supervisord, Prometheus, Alertmanager, 6 edges in 3 data centers and 2
-//! connectors), then `rollout plan` and `rollout apply` of a new edge
-//! version over three cohorts with live progress, then `rollout status`;
-//! then a bad release that a real alert (Prometheus rule, Alertmanager,
-//! the controller's webhook) rolls back, with its timeline.
-//! Everything is torn down at the end.
+//! connector replicas), then `rollout plan` and `rollout apply` of edge v2
+//! then connector v2 in one rollout, under a steady 200 requests/s over all
+//! six edges that must fail nothing, then `rollout status`; then a bad
+//! release that a real alert (Prometheus rule, Alertmanager, the
+//! controller's webhook) rolls back, with its timeline. Everything is torn
+//! down at the end, and the last line is the load's count.
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tests::bins::bin;
 use tests::fleet::Fleet;
-use tests::fleet::spec::EdgeSpec;
+use tests::fleet::spec::{ComponentsSpec, EdgeSpec};
+use tests::load::Load;
 use tests::fleet::timeline::Timeline;
 
 /// The good release's gate: the edge dashboard's error-ratio panel, with
@@ -38,13 +40,13 @@ async fn main() -> anyhow::Result<()> {
     println!("   controller http://{}", fleet.controller);
     let _traffic = fleet.start_traffic();
 
-    println!("\n== building release v2 of the edge");
+    println!("\n== building release v2 of the edge and of the connector");
     let v2 = fleet.release("edge", "v2", &[]);
     println!("   {} sha256 {}", v2.source, v2.sha256);
+    let connector_v2 = fleet.release("connector", "v2", &[]);
+    println!("   {} sha256 {}", connector_v2.source, connector_v2.sha256);
     let spec = fleet.work.join("rollout.yaml");
-    EdgeSpec::new(&v2, "5s")
-        .bakes("10s", "5s", "5s")
-        .middle_batch("50%")
+    ComponentsSpec::new(&v2, &connector_v2, "5s")
         .gates(PANEL_GATE)
         .write(&spec);
     let plan = fleet.work.join("plan.json");
@@ -65,9 +67,25 @@ async fn main() -> anyhow::Result<()> {
     .status()?;
     anyhow::ensure!(status.success(), "rollout plan failed: {status}");
 
-    println!("\n== rollout apply plan.json --yes");
+    println!(
+        "\n== rollout apply plan.json --yes, under 200 requests/s over all six edges \
+         (GETs, 1 MiB uploads, downloads, 6 event streams)"
+    );
+    let mut load = fleet.load_spec(200, Duration::from_secs(600));
+    load.mix.sse_streams = 6;
+    load.mix.sse_events = 300;
+    load.mix.sse_interval = Duration::from_millis(250);
+    load.mix.sse_hold = false;
+    let load = Load::start(load);
     let status = rollout(&["apply", plan.to_str().unwrap_or_default(), "--yes"]).status()?;
+    let report = load.stop().await;
     anyhow::ensure!(status.success(), "rollout apply failed: {status}");
+    println!("\n== the load during the rollout");
+    print!("{report}");
+    anyhow::ensure!(
+        report.failed == 0 && report.sse_failed() == 0 && report.generator_overloaded == 0,
+        "requests failed during the rollout"
+    );
 
     println!("\n== rollout status");
     rollout(&["status"]).status()?;
@@ -127,5 +145,7 @@ async fn main() -> anyhow::Result<()> {
         "\ndone in {:.0?}; tearing the fleet down",
         started.elapsed()
     );
+    // The rollout of both components, as the load saw it.
+    println!("{}", report.to_string().lines().next().unwrap_or_default());
     Ok(())
 }
