@@ -135,13 +135,13 @@ impl Supervisor {
             seed(slot),
         );
         let mut next: Option<EdgeConn> = None;
-        let mut first: Option<usize> = None;
+        let mut avoid: Option<usize> = None;
         let mut dialed_before = false;
         loop {
             let conn = match next.take() {
                 Some(c) => c,
                 None => {
-                    let order = self.dial_order(preferred, first.take());
+                    let order = self.dial_order(preferred, avoid.take());
                     if dialed_before {
                         self.metrics
                             .reconnects
@@ -190,12 +190,9 @@ impl Supervisor {
             match ended {
                 Ended::Shutdown => return,
                 Ended::Moved(new) => next = Some(new),
-                // A draining edge is usually being upgraded in place: its
-                // successor answers on the same address, so that address is
-                // dialed first. A plain stop refuses the dial at once (the
-                // draining process turns new connections away), and the
-                // next edge in the ring takes the connection.
-                Ended::Drained(edge) => first = Some(edge),
+                // The draining edge refused a replacement (it stops, not
+                // upgrades in place): the others first.
+                Ended::Drained(edge) => avoid = Some(edge),
                 Ended::Lost(reason) => {
                     let wait = backoff.next_delay();
                     tracing::warn!(slot, %reason, wait_ms = wait.as_millis() as u64, "tunnel connection lost; reconnecting");
@@ -209,13 +206,15 @@ impl Supervisor {
     }
 
     /// Preferred edge first, then the others in ring order; an edge that
-    /// just drained us (its successor may be there already) before all.
-    fn dial_order(&self, preferred: usize, first: Option<usize>) -> Vec<usize> {
+    /// just drained us and took no replacement goes last.
+    fn dial_order(&self, preferred: usize, avoid: Option<usize>) -> Vec<usize> {
         let n = self.edges.len();
         let mut order: Vec<usize> = (0..n).map(|i| (preferred + i) % n).collect();
-        if let Some(f) = first {
-            order.retain(|&e| e != f);
-            order.insert(0, f);
+        if let Some(a) = avoid
+            && n > 1
+        {
+            order.retain(|&e| e != a);
+            order.push(a);
         }
         order
     }
@@ -336,6 +335,9 @@ impl Supervisor {
             (b, Instant::now() + PROBE_FIRST)
         });
         let mut probe_task: Option<JoinHandle<Result<EdgeConn, DialError>>> = None;
+        // A drained connection's replacement, dialed before it is let go.
+        let mut replacement: Option<JoinHandle<Result<EdgeConn, DialError>>> = None;
+        let mut drain_deadline = self.grace_period;
         let ended = loop {
             let probe_at = probe.as_ref().map(|(_, at)| *at);
             tokio::select! {
@@ -349,12 +351,20 @@ impl Supervisor {
                 },
                 msg = c.control_rx.recv() => match msg {
                     Some(ControlMessage::Drain(d)) => {
+                        // Make before break: the drained connection stays
+                        // registered (the edge may still route requests it
+                        // accepted to it) until a replacement registers. An
+                        // edge upgraded in place answers on the same address
+                        // with its new worker; one that stops refuses at once.
                         self.metrics.drains.with_label_values(&[&address]).inc();
                         tracing::info!(slot, edge = %address, deadline = ?d.deadline,
-                            "edge is draining; moving this connection");
-                        let edge = c.edge;
-                        self.retire(c, d.deadline);
-                        break Ended::Drained(edge);
+                            "edge is draining; dialing it again before letting this connection go");
+                        drain_deadline = d.deadline;
+                        if replacement.is_none() {
+                            let this = self.clone();
+                            let edge = c.edge;
+                            replacement = Some(tokio::spawn(async move { this.dial(slot, edge).await }));
+                        }
                     }
                     Some(other) => tracing::debug!(?other, "ignoring control message"),
                     None => break Ended::Lost("control stream closed by the edge".into()),
@@ -362,6 +372,24 @@ impl Supervisor {
                 _ = sleep_until_opt(probe_at), if probe_task.is_none() && probe_at.is_some() => {
                     let this = self.clone();
                     probe_task = Some(tokio::spawn(async move { this.dial(slot, preferred).await }));
+                }
+                done = join_opt(&mut replacement), if replacement.is_some() => {
+                    replacement = None;
+                    match done {
+                        Some(Ok(new)) => {
+                            tracing::info!(slot, edge = %address,
+                                "replacement registered; retiring the drained connection");
+                            self.retire(c, drain_deadline);
+                            break Ended::Moved(new);
+                        }
+                        _ => {
+                            tracing::info!(slot, edge = %address,
+                                "the draining edge takes no new connection; moving to another");
+                            let edge = c.edge;
+                            self.retire(c, drain_deadline);
+                            break Ended::Drained(edge);
+                        }
+                    }
                 }
                 done = join_opt(&mut probe_task), if probe_task.is_some() => {
                     probe_task = None;
@@ -383,7 +411,10 @@ impl Supervisor {
         };
         // A probe still dialing may register: unregister it then, never
         // drop a connection the edge may already route requests to.
-        if let Some(task) = probe_task.take() {
+        for task in [probe_task.take(), replacement.take()]
+            .into_iter()
+            .flatten()
+        {
             self.retire_when_dialed(task);
         }
         ended

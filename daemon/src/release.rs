@@ -39,12 +39,16 @@ pub struct FaultInjection {
     /// The process never reports ready.
     #[serde(default)]
     pub never_ready: bool,
+    /// The process exits at once (status 3), as a release that cannot
+    /// start does.
+    #[serde(default)]
+    pub exit_at_start: bool,
 }
 
 impl FaultInjection {
     /// Whether any fault is switched on.
     pub fn any(&self) -> bool {
-        self.http_500_ratio > 0.0 || self.never_ready
+        self.http_500_ratio > 0.0 || self.never_ready || self.exit_at_start
     }
 }
 

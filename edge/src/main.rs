@@ -46,6 +46,10 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail_config(&e.to_string()),
             };
+            if release.fault_injection.exit_at_start {
+                eprintln!("edge: fault injection: this release exits at start");
+                return ExitCode::from(3);
+            }
             let runtime = match daemon::runtime::build() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the async runtime: {e}")),

@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::header::HeaderValue;
@@ -16,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus::IntGauge;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,6 +29,11 @@ use crate::public_tls::PublicTls;
 
 /// How long a client has to send a complete HTTP/1.1 request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// At a drain, how long connections accepted just before it get for their
+/// first request to begin (a client sends it as it connects; a browser's
+/// preconnect may never send one) before every connection of the listener
+/// is shut down gracefully.
+const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(2);
 
 /// HTTP/2 settings announced to every client.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +73,62 @@ pub enum Listener {
     },
     /// TLS, then HTTP.
     Tls(PublicTls),
+}
+
+/// The connections of a listener whose first request has not begun. A
+/// client whose connection was accepted just before a drain sent its request
+/// as it connected; a graceful shutdown before hyper read it would close the
+/// socket with the request unread, which the kernel answers with a reset. So
+/// the drain waits for these (up to [`FIRST_REQUEST_WAIT`]) before it shuts
+/// connections down.
+#[derive(Debug, Default)]
+struct Fresh {
+    count: AtomicUsize,
+    notify: Notify,
+}
+
+impl Fresh {
+    fn enter(self: &Arc<Self>) -> Arc<FreshPlace> {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        Arc::new(FreshPlace {
+            fresh: self.clone(),
+            left: AtomicBool::new(false),
+        })
+    }
+
+    async fn none_left(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A connection's place among the fresh ones: given back when its first
+/// request begins, or when it ends without one.
+#[derive(Debug)]
+struct FreshPlace {
+    fresh: Arc<Fresh>,
+    left: AtomicBool,
+}
+
+impl FreshPlace {
+    fn request_began(&self) {
+        if !self.left.swap(true, Ordering::SeqCst)
+            && self.fresh.count.fetch_sub(1, Ordering::SeqCst) == 1
+        {
+            self.fresh.notify.notify_waiters();
+        }
+    }
+}
+
+impl Drop for FreshPlace {
+    fn drop(&mut self) {
+        self.request_began();
+    }
 }
 
 impl PublicServer {
@@ -115,10 +177,11 @@ impl PublicServer {
         drain: CancellationToken,
         tasks: TaskTracker,
     ) {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let listen_addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let fresh = Arc::new(Fresh::default());
         let mut accept_backoff = Duration::from_millis(5);
         loop {
             let permit = tokio::select! {
@@ -158,6 +221,7 @@ impl PublicServer {
             let _ = stream.set_nodelay(true);
             crate::websocket::keepalive(&stream);
             let watcher = graceful.watcher();
+            let first = fresh.enter();
             let this = self.clone();
             let kind = kind.clone();
             // Where the client connected to: an access WebSocket's TCP
@@ -178,9 +242,10 @@ impl PublicServer {
                 (permit, ip_slot),
                 self.proxy.metrics.public_connections.clone(),
             );
-            tasks.spawn(this.connection(stream, kind, watcher, conn));
+            tasks.spawn(this.connection(stream, kind, watcher, first, conn));
         }
         drop(listener);
+        let _ = tokio::time::timeout(FIRST_REQUEST_WAIT, fresh.none_left()).await;
         graceful.shutdown().await;
     }
 
@@ -190,10 +255,12 @@ impl PublicServer {
         stream: TcpStream,
         kind: Listener,
         watcher: hyper_util::server::graceful::Watcher,
+        first: Arc<FreshPlace>,
         conn: Arc<PublicConnection>,
     ) {
         let client = conn.client;
         let metrics = &self.proxy.metrics;
+
         // h2c with prior knowledge starts with the HTTP/2 preface; anything
         // else is HTTP/1.1. Over TLS, ALPN says which (below).
         let plain_h2 = match kind {
@@ -224,7 +291,9 @@ impl PublicServer {
                 redirect_to: Some(port),
             } => {
                 let proxy = self.proxy.clone();
+                let started = first.clone();
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    started.request_began();
                     std::future::ready(redirect(&proxy, &req, port))
                 });
                 let builder = if plain_h2 { &self.http2 } else { &self.http1 };
@@ -233,7 +302,9 @@ impl PublicServer {
             }
             Listener::Plain { redirect_to: None } => {
                 let proxy = self.proxy.clone();
+                let started = first.clone();
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    started.request_began();
                     proxy.clone().handle(req, conn.clone())
                 });
                 let builder = if plain_h2 { &self.http2 } else { &self.http1 };
@@ -253,7 +324,9 @@ impl PublicServer {
                     }
                 };
                 let proxy = self.proxy.clone();
+                let started = first.clone();
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    started.request_began();
                     proxy.clone().handle(req, conn.clone())
                 });
                 let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");

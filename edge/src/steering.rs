@@ -9,11 +9,12 @@
 //! generation in the first byte of the connection IDs it issues
 //! ([`CidGenerator`]), and the supervisor attaches a classic BPF program to
 //! the group ([`Group::program`]) that sends
-//! - a short-header packet (an established connection) and a Handshake
-//!   packet to the socket of the generation named by its destination
-//!   connection ID, and
-//! - everything else (a new connection's Initial, whose connection ID the
-//!   client chose) to the newest generation.
+//! - a packet whose destination connection ID is one of ours (a short
+//!   header; a long header whose ID has our length) to the socket of the
+//!   generation that ID names, so a handshake under way stays with the
+//!   worker that began it, and
+//! - everything else (a new connection's first Initial, whose 20-byte ID a
+//!   quinn client chose) to the newest generation.
 //!
 //! So connections stay with the process that has their keys, new ones go
 //! to the new process, and nothing is copied between processes. (Katran and
@@ -89,15 +90,12 @@ const LD_B_ABS: u16 = 0x30;
 const JSET_K: u16 = 0x45;
 const JEQ_K: u16 = 0x15;
 const JA: u16 = 0x05;
-const AND_K: u16 = 0x54;
 const RET_K: u16 = 0x06;
 
-/// Offset of the destination connection ID in a long-header packet: flags
-/// (1), version (4), DCID length (1).
+/// Offsets in a long-header packet: flags (1) and version (4), then the
+/// destination connection ID's length and the ID.
+const LONG_DCID_LEN_AT: u32 = 5;
 const LONG_DCID_AT: u32 = 6;
-/// A long header's type bits, and the Handshake type.
-const LONG_TYPE_MASK: u32 = 0x30;
-const LONG_TYPE_HANDSHAKE: u32 = 0x20;
 
 /// The kernel's array of a reuseport group, by generation: a socket joins
 /// at the end, and a socket that leaves is replaced by the last one
@@ -155,10 +153,11 @@ impl Group {
             insn(LD_B_ABS, 0, 0, 1),
             // 3: -> the match chain at 7.
             insn(JA, 0, 0, 3),
-            // 4: long header: only a Handshake packet carries our ID.
-            insn(AND_K, 0, 0, LONG_TYPE_MASK),
-            // 5: Handshake -> 6; anything else -> the newest.
-            insn(JEQ_K, 0, chain.checked_add(1)?, LONG_TYPE_HANDSHAKE),
+            // 4: long header: an ID of our length is one we issued (a
+            // quinn client's first Initial has a 20-byte ID of its own).
+            insn(LD_B_ABS, 0, 0, LONG_DCID_LEN_AT),
+            // 5: ours -> 6; anything else -> the newest.
+            insn(JEQ_K, 0, chain.checked_add(1)?, CID_LEN as u32),
             // 6: the long header's DCID.
             insn(LD_B_ABS, 0, 0, LONG_DCID_AT),
         ];
@@ -187,7 +186,6 @@ pub fn run(program: &[Insn], packet: &[u8]) -> u32 {
             JSET_K => pc += usize::from(if a & i.k != 0 { i.jt } else { i.jf }),
             JEQ_K => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
             JA => pc += i.k as usize,
-            AND_K => a &= i.k,
             RET_K => return i.k,
             _ => return 0,
         }
@@ -203,23 +201,18 @@ mod tests {
         vec![0x40, generation, 1, 2, 3, 4, 5, 6, 7, 0xaa, 0xbb]
     }
 
+    /// A long-header packet of `kind` to one of our 8-byte IDs.
     fn long(kind: u8, dcid_first: u8) -> Vec<u8> {
-        vec![
-            0xc0 | kind << 4,
-            0,
-            0,
-            0,
-            1,
-            8,
-            dcid_first,
-            1,
-            2,
-            3,
-            4,
-            5,
-            6,
-            7,
-        ]
+        let mut p = vec![0xc0 | kind << 4, 0, 0, 0, 1, 8, dcid_first];
+        p.extend([1, 2, 3, 4, 5, 6, 7]);
+        p
+    }
+
+    /// A client's first Initial: a 20-byte ID of its choosing.
+    fn first_initial(dcid_first: u8) -> Vec<u8> {
+        let mut p = vec![0xc0, 0, 0, 0, 1, 20, dcid_first];
+        p.extend([9; 19]);
+        p
     }
 
     #[test]
@@ -234,10 +227,12 @@ mod tests {
         assert_eq!(run(&p, &short(9)), 2);
         // An ID no live generation issued: the newest (which resets it).
         assert_eq!(run(&p, &short(200)), 2);
-        // Initial (type 0) and 0-RTT (type 1): the client chose the ID.
-        assert_eq!(run(&p, &long(0, 7)), 2);
-        assert_eq!(run(&p, &long(1, 8)), 2);
-        // Handshake (type 2) carries the server's ID.
+        // A first Initial, whatever its first byte: the newest.
+        assert_eq!(run(&p, &first_initial(7)), 2);
+        assert_eq!(run(&p, &first_initial(8)), 2);
+        // The rest of a handshake (Initial, Handshake) carries our ID: it
+        // stays with the worker that began it.
+        assert_eq!(run(&p, &long(0, 7)), 0);
         assert_eq!(run(&p, &long(2, 7)), 0);
         assert_eq!(run(&p, &long(2, 8)), 1);
     }
@@ -254,7 +249,7 @@ mod tests {
         assert_eq!(run(&p, &short(1)), 0);
         assert_eq!(run(&p, &short(4)), 1);
         assert_eq!(run(&p, &short(3)), 2);
-        assert_eq!(run(&p, &long(0, 3)), 1);
+        assert_eq!(run(&p, &first_initial(3)), 1);
         assert_eq!(g.len(), 3);
     }
 
@@ -263,7 +258,7 @@ mod tests {
         let mut g = Group::default();
         g.join(5);
         let p = g.program(5).unwrap();
-        for packet in [short(5), short(6), long(0, 1), long(2, 9), vec![0x40]] {
+        for packet in [short(5), short(6), first_initial(1), long(2, 9), vec![0x40]] {
             assert_eq!(run(&p, &packet), 0, "{packet:?}");
         }
         assert!(g.program(6).is_none());
@@ -280,7 +275,7 @@ mod tests {
         for generation in 0..MAX_GENERATIONS as u8 {
             assert_eq!(run(&p, &short(generation)), u32::from(generation));
         }
-        assert_eq!(run(&p, &long(0, 3)), u32::from(newest));
+        assert_eq!(run(&p, &first_initial(3)), u32::from(newest));
     }
 
     #[test]

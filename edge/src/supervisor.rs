@@ -280,22 +280,26 @@ async fn upgrade(
         None => "nothing was serving".into(),
     };
     let timeout = shared.opts.upgrade_timeout;
+    let exited_error = |status: Option<ExitStatus>| UpgradeError {
+        message: format!(
+            "worker generation {generation} (pid {pid}) exited {}before it was ready (its log \
+             above says why); {keeps}",
+            status.map_or(String::new(), |s| format!("with {s} "))
+        ),
+        code: status
+            .and_then(|s| s.code())
+            .and_then(|c| u8::try_from(c).ok())
+            .map_or(ExitCode::FAILURE, ExitCode::from),
+    };
+    let mut exited = exited;
     let (version, serve) = tokio::select! {
+        biased;
+        status = &mut exited => return Err(exited_error(status.ok())),
         r = ready => match r {
             Ok(r) => r,
-            Err(_) => return Err(upgrade_error(format!("worker generation {generation} (pid {pid}) went away before it was ready; {keeps}"))),
+            // Gone: its exit status is on its way.
+            Err(_) => return Err(exited_error(exited.await.ok())),
         },
-        status = exited => {
-            let status = status.ok();
-            return Err(UpgradeError {
-                message: format!(
-                    "worker generation {generation} (pid {pid}) exited {} before it was ready \
-                     (its log above says why); {keeps}",
-                    status.map_or("".to_string(), |s| format!("with {s}"))
-                ),
-                code: status.and_then(|s| s.code()).and_then(|c| u8::try_from(c).ok()).map_or(ExitCode::FAILURE, ExitCode::from),
-            });
-        }
         _ = tokio::time::sleep(timeout) => {
             signal_worker(pid, rustix::process::Signal::KILL);
             return Err(upgrade_error(format!(
@@ -605,14 +609,15 @@ fn worker_exited(shared: &Shared, exited: Exited) -> Option<ExitCode> {
         .get_mut(&generation)
         .and_then(|w| w.exited.take());
     let serving = state.serving == Some(generation);
+    // The status first: an upgrade waiting for this worker says why it went.
+    if let (Some(w), Ok(s)) = (waiting, &status) {
+        let _ = w.send(*s);
+    }
     state.forget(generation);
     let status_text = match &status {
         Ok(s) => s.to_string(),
         Err(e) => format!("unknown status ({e})"),
     };
-    if let (Some(w), Ok(s)) = (waiting, &status) {
-        let _ = w.send(*s);
-    }
     if serving && !state.stopping {
         tracing::error!(generation, pid, status = %status_text,
             "the serving worker exited unexpectedly; stopping the edge so the service manager restarts it");
@@ -868,7 +873,8 @@ mod tests {
         state.handover(10);
         state.udp(11, addr).unwrap();
         let short = |g: u8| vec![0x40, g, 1, 2, 3, 4, 5, 6, 7, 8];
-        let initial = vec![0xc0, 0, 0, 0, 1, 8, 11, 1, 2, 3, 4, 5, 6, 7];
+        let mut initial = vec![0xc0, 0, 0, 0, 1, 20, 11];
+        initial.extend([7; 19]);
         // Generation 11 is starting: new connections still go to 10.
         assert_eq!(lands_on(&state, addr, &initial), 10);
         assert_eq!(lands_on(&state, addr, &short(11)), 11);

@@ -170,7 +170,10 @@ impl Edge {
 
 fn spawn_edge(program: &Path, args: &[String], log: &Path) -> Proc {
     let mut cmd = Command::new(program);
-    cmd.args(args).env("EDGE_LOG", "info");
+    cmd.args(args).env(
+        "EDGE_LOG",
+        std::env::var("TEST_EDGE_LOG").unwrap_or("info".into()),
+    );
     // Append: a restarted edge keeps the earlier lines.
     let prior = std::fs::read_to_string(log).unwrap_or_default();
     let proc = Proc::spawn("edge", cmd, log);
@@ -215,7 +218,10 @@ impl Connector {
             .args(["--edge-server-name", EDGE_NAME])
             .args(["--url", url, "--admin", &admin.to_string()])
             .args(extra)
-            .env("CONNECTOR_LOG", "info")
+            .env(
+                "CONNECTOR_LOG",
+                std::env::var("TEST_CONNECTOR_LOG").unwrap_or("info".into()),
+            )
             .env_remove("CONNECTOR_TOKEN");
         let proc = Proc::spawn("connector", cmd, &work.join(&format!("connector-{n}.log")));
         Self { proc, admin }
@@ -245,10 +251,23 @@ pub async fn single_tunnel(
     hostnames: &[&str],
     origin_url: &str,
 ) -> (Pki, Edge, Connector) {
+    single_tunnel_with(work, net, hostnames, origin_url, &bin("edge"), &[]).await
+}
+
+/// [`single_tunnel`] with the edge started from `edge_program` with
+/// `edge_extra` flags.
+pub async fn single_tunnel_with(
+    work: &Workdir,
+    net: &TestNet,
+    hostnames: &[&str],
+    origin_url: &str,
+    edge_program: &Path,
+    edge_extra: &[&str],
+) -> (Pki, Edge, Connector) {
     let pki = Pki::new(work);
     let token = work.join("token");
     pki.create_tunnel(hostnames, &token);
-    let edge = Edge::start(work, &pki, net, 1, &[]).await;
+    let edge = Edge::start_program(edge_program, work, &pki, net, 1, edge_extra).await;
     let connector = Connector::start(work, &pki, net, 2, &[edge.tunnel], &token, origin_url, &[]);
     connector.wait_ready().await;
     (pki, edge, connector)

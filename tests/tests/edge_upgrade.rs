@@ -13,7 +13,7 @@ use std::time::Duration;
 use tests::load::{Load, LoadSpec, SseEnd, Target};
 use tests::net::TestNet;
 use tests::origin;
-use tests::tunnel_setup::{Connector, Edge, Pki};
+use tests::tunnel_setup::{Connector, Edge, single_tunnel_with};
 use tests::workdir::Workdir;
 
 const HOST: &str = "app.test";
@@ -33,22 +33,15 @@ impl Tunnel {
         let net = TestNet::new();
         let origin_addr = net.addr(10, 8000);
         let origin = origin::spawn(origin_addr).await;
-        let pki = Pki::new(&work);
-        let token = work.join("token");
-        pki.create_tunnel(&[HOST], &token);
-        let edge =
-            Edge::start_program(program, &work, &pki, &net, 1, &["--grace-period", "5s"]).await;
-        let connector = Connector::start(
+        let (_pki, edge, connector) = single_tunnel_with(
             &work,
-            &pki,
             &net,
-            2,
-            &[edge.tunnel],
-            &token,
+            &[HOST],
             &format!("http://{origin_addr}"),
-            &[],
-        );
-        connector.wait_ready().await;
+            program,
+            &["--grace-period", "5s"],
+        )
+        .await;
         Self {
             work,
             edge,

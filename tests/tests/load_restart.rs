@@ -8,7 +8,7 @@ use std::time::Duration;
 use tests::load::{Load, LoadSpec, Report, SseEnd, Target, thousands};
 use tests::net::TestNet;
 use tests::origin;
-use tests::tunnel_setup::{Connector, Edge, Pki};
+use tests::tunnel_setup::{Connector, Edge, single_tunnel_with};
 use tests::workdir::Workdir;
 
 const HOST: &str = "app.test";
@@ -28,21 +28,15 @@ impl Tunnel {
         let net = TestNet::new();
         let origin_addr = net.addr(10, 8000);
         let origin = origin::spawn(origin_addr).await;
-        let pki = Pki::new(&work);
-        let token = work.join("token");
-        pki.create_tunnel(&[HOST], &token);
-        let edge = Edge::start(&work, &pki, &net, 1, &["--grace-period", "2s"]).await;
-        let connector = Connector::start(
+        let (_pki, edge, connector) = single_tunnel_with(
             &work,
-            &pki,
             &net,
-            2,
-            &[edge.tunnel],
-            &token,
+            &[HOST],
             &format!("http://{origin_addr}"),
-            &[],
-        );
-        connector.wait_ready().await;
+            &tests::bins::bin("edge"),
+            &["--grace-period", "2s"],
+        )
+        .await;
         Self {
             _work: work,
             edge,

@@ -3,7 +3,8 @@
 //! finishes the edge part before the first connector host is touched; a
 //! connector gate failure rolls back the connectors, then the edges, newest
 //! first, and the journal and `rollout history` show it. The successful
-//! rollout runs under a steady load over all six edges and fails no request.
+//! rollout runs under a steady load over all six edges and fails no request;
+//! so does an edge release that exits at once, which is rolled back.
 //! One fleet serves the three scenarios, in order.
 
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use rollout::spec::Component;
 use rollout::store::{RolloutId, Step};
 use serde_json::Value;
 use tests::bins::bin;
-use tests::fleet::spec::ComponentsSpec;
+use tests::fleet::spec::{ComponentsSpec, EdgeSpec};
 use tests::fleet::{Fleet, Role};
 use tests::grafana::Grafana;
 use tests::load::Load;
@@ -309,4 +310,34 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
     assert!(lines[0].contains("conn-ams-1"), "{text}");
     assert!(lines[6].contains("edge-ams-1"), "{text}");
     assert!(text.contains("rolled_back"), "{text}");
+
+    // 4. An edge release that exits at once: the canary's upgrade fails, its
+    // old worker serves on (no request fails, on any edge), the Salt state
+    // says why, and the rollout rolls back.
+    let edge_v4 = fleet.release("edge", "v4", &["--fault-exit-at-start"]);
+    EdgeSpec::new(&edge_v4, "3s").write(&spec);
+    let load = Load::start(fleet.load_spec(200, Duration::from_secs(300)));
+    let out = rollout(
+        &fleet,
+        &grafana,
+        &["apply", "-f", spec.to_str().unwrap(), "--yes"],
+    )
+    .output()
+    .unwrap();
+    let report = load.stop().await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("host edge-ams-1: failed state")
+            && stderr.contains("exited with exit status: 3 before it was ready"),
+        "{stderr}"
+    );
+    let (_, steps) = newest(&fleet).await;
+    assert!(
+        steps.iter().any(|s| s.event.kind == "rolled_back"),
+        "{steps:#?}"
+    );
+    fleet.wait_versions("edge", "v2", &edges).await;
+    eprintln!("a release that exits at once, under load: {report}");
+    report.assert_no_failures();
 }

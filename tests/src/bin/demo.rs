@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use tests::bins::bin;
 use tests::fleet::Fleet;
 use tests::fleet::spec::{ComponentsSpec, EdgeSpec};
-use tests::load::Load;
 use tests::fleet::timeline::Timeline;
+use tests::load::Load;
 
 /// The good release's gate: the edge dashboard's error-ratio panel, with
 /// its red threshold as the condition.
