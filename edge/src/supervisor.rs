@@ -625,6 +625,7 @@ fn worker_exited(shared: &Shared, exited: Exited) -> Option<ExitCode> {
         for w in state.workers.values() {
             signal_worker(w.pid, rustix::process::Signal::TERM);
         }
+        state.tcp.clear();
         return Some(ExitCode::FAILURE);
     }
     tracing::info!(generation, pid, status = %status_text, "worker exited");
@@ -637,6 +638,10 @@ fn stop_all(shared: &Shared) {
     for w in state.workers.values() {
         signal_worker(w.pid, rustix::process::Signal::TERM);
     }
+    // The edge stops, nobody takes its place: once the workers drop their
+    // copies (at once, as they drain) the ports refuse, and clients go to
+    // another edge instead of queueing for a process that will not accept.
+    state.tcp.clear();
 }
 
 fn signal_worker(pid: u32, signal: rustix::process::Signal) {

@@ -327,9 +327,12 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
     let report = load.stop().await;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // The canary's state fails at the upgrade, and says it went back.
     assert!(
         stderr.contains("host edge-ams-1: failed state")
-            && stderr.contains("exited with exit status: 3 before it was ready"),
+            && stderr.contains("edge upgrade")
+            && stderr.contains("ROLLED BACK")
+            && stderr.contains("keeps serving v2"),
         "{stderr}"
     );
     let (_, steps) = newest(&fleet).await;
