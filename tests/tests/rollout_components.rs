@@ -131,12 +131,7 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
     // every edge is upgraded in place, every connector drains into its
     // replica. Six event streams open at the start stay open across the
     // edge upgrades (75 s of events, shorter than the connectors' grace).
-    let mut load = fleet.load_spec(200, Duration::from_secs(420));
-    load.mix.sse_streams = 6;
-    load.mix.sse_events = 300;
-    load.mix.sse_interval = Duration::from_millis(250);
-    load.mix.sse_hold = false;
-    let load = Load::start(load);
+    let load = Load::start(fleet.rollout_load(Duration::from_secs(420)));
     let log = fleet.work.join("apply.log");
     let mut child = rollout(
         &fleet,

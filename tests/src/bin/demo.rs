@@ -71,12 +71,7 @@ async fn main() -> anyhow::Result<()> {
         "\n== rollout apply plan.json --yes, under 200 requests/s over all six edges \
          (GETs, 1 MiB uploads, downloads, 6 event streams)"
     );
-    let mut load = fleet.load_spec(200, Duration::from_secs(600));
-    load.mix.sse_streams = 6;
-    load.mix.sse_events = 300;
-    load.mix.sse_interval = Duration::from_millis(250);
-    load.mix.sse_hold = false;
-    let load = Load::start(load);
+    let load = Load::start(fleet.rollout_load(Duration::from_secs(600)));
     let status = rollout(&["apply", plan.to_str().unwrap_or_default(), "--yes"]).status()?;
     let report = load.stop().await;
     anyhow::ensure!(status.success(), "rollout apply failed: {status}");

@@ -745,6 +745,19 @@ impl Fleet {
         spec
     }
 
+    /// The load a rollout is checked under: [`Fleet::load_spec`] at 200
+    /// requests/s, with six event streams open at the start that carry 75 s
+    /// of events (across the edge upgrades; shorter than the connectors'
+    /// grace period, so a connector's drain finishes them).
+    pub fn rollout_load(&self, duration: Duration) -> crate::load::LoadSpec {
+        let mut load = self.load_spec(200, duration);
+        load.mix.sse_streams = 6;
+        load.mix.sse_events = 300;
+        load.mix.sse_interval = Duration::from_millis(250);
+        load.mix.sse_hold = false;
+        load
+    }
+
     /// Stops a minion (the host becomes unreachable for Salt).
     pub fn stop_minion(&mut self, id: &str) {
         if let Some(mut p) = self.minions.remove(id) {
