@@ -190,7 +190,7 @@ async fn run(cli: Cli) -> ExitCode {
                 None => match store.list().await {
                     Ok(all) => {
                         for r in all {
-                            println!("{}  {} {}  {}", r.id, r.component, r.version, r.state);
+                            println!("{}  {}  {}", r.id, r.describe(), r.state);
                         }
                         ExitCode::SUCCESS
                     }

@@ -56,6 +56,21 @@ pub enum SaltError {
     InvalidTarget(#[from] crate::minion::InvalidMinionId),
 }
 
+impl SaltError {
+    /// A failure that asking again may cure: salt-api unreachable or
+    /// timing out, or a 5xx from it (or a proxy in front of it).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SaltError::Unreachable { .. } => true,
+            SaltError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Pause before a job lookup that failed is asked again.
+const LOOKUP_RETRY: Duration = Duration::from_secs(1);
+
 /// A `list` target as salt-api takes it: a JSON array of minion ids, each
 /// checked first. Never a comma-joined string, where an id holding a comma
 /// would name other minions.
@@ -369,12 +384,25 @@ impl SaltApi {
     ) -> Result<ApplyReport, SaltError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let ret = self
+            let lookup = self
                 .call(
                     json!({"client": "runner", "fun": "jobs.lookup_jid", "jid": jid}),
                     Duration::from_secs(30),
                 )
-                .await?;
+                .await;
+            let ret = match lookup {
+                Ok(ret) => ret,
+                // The job runs on the master whether or not one lookup is
+                // answered: a salt-api that is slow or restarting for a
+                // moment must not fail a rollout mid-batch. Asked again
+                // until the job's own deadline.
+                Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
+                    tracing::warn!(jid, error = %e, "salt-api did not answer a job lookup; asking again");
+                    tokio::time::sleep(LOOKUP_RETRY).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let ret = unwrap_runner_data(ret);
             let all_in = hosts
                 .iter()

@@ -97,3 +97,66 @@ async fn an_id_that_could_name_other_minions_is_never_sent() {
     }
     assert!(seen.lock().unwrap().is_empty(), "nothing reaches salt-api");
 }
+
+/// A salt-api whose first job lookup fails with 503, then answers.
+async fn flaky_lookups() -> (SaltApi, Arc<Mutex<u32>>) {
+    let lookups: Arc<Mutex<u32>> = Arc::default();
+    let app = Router::new()
+        .route(
+            "/login",
+            post(|| async { Json(json!({"return": [{"token": "t"}]})) }),
+        )
+        .route(
+            "/",
+            post(
+                |State(n): State<Arc<Mutex<u32>>>, Json(_): Json<Value>| async move {
+                    let mut n = n.lock().unwrap();
+                    *n += 1;
+                    if *n == 1 {
+                        return Err(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+                    }
+                    let state = json!({"result": true, "changes": {}, "comment": "ok"});
+                    let done = json!({"edge-ams-1": {"warren-edge": state}});
+                    Ok(Json(json!({"return": [{"data": done}]})))
+                },
+            ),
+        )
+        .with_state(lookups.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let api = SaltApi::new(&url, "rollout", SaltSecret("s".into())).unwrap();
+    (api, lookups)
+}
+
+#[tokio::test]
+async fn a_job_lookup_that_fails_once_is_asked_again() {
+    let (salt, lookups) = flaky_lookups().await;
+    let report = salt
+        .wait_job(
+            "20261129000000000000",
+            &ids(&["edge-ams-1"]),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(*lookups.lock().unwrap(), 2);
+    assert_eq!(report.jid.as_deref(), Some("20261129000000000000"));
+    assert_eq!(
+        report.hosts["edge-ams-1"],
+        rollout::salt::HostOutcome::Success { changed: 0 }
+    );
+
+    // Past the job's deadline, the failure is the answer.
+    let (salt, lookups) = flaky_lookups().await;
+    let e = salt
+        .wait_job(
+            "20261129000000000001",
+            &ids(&["edge-ams-1"]),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SaltError::Status { status: 503, .. }), "{e}");
+    assert_eq!(*lookups.lock().unwrap(), 1);
+}

@@ -12,6 +12,7 @@
 //! | `GET /slow?ms=N` | waits N ms, then answers |
 //! | `GET /status/N` | status N |
 //! | `GET /stats` | `{"slow_started": N}` |
+//! | `GET /ws` (WebSocket upgrade) | echoes every byte of every data frame; answers a Close with its own |
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,7 +27,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
 #[derive(Default)]
@@ -59,6 +62,7 @@ pub fn router() -> Router {
         .route("/slow", get(slow))
         .route("/status/{code}", get(status))
         .route("/stats", get(stats))
+        .route("/ws", get(websocket))
         .with_state(Arc::new(OriginState::default()))
 }
 
@@ -216,4 +220,54 @@ async fn status(Path(code): Path<u16>) -> Response {
 
 async fn stats(State(s): State<Arc<OriginState>>) -> impl IntoResponse {
     axum::Json(serde_json::json!({ "slow_started": s.slow_started.load(Ordering::SeqCst) }))
+}
+
+/// `GET /ws`: a WebSocket echo (through [`tunnel::websocket::WsStream`], so
+/// message boundaries are not kept, only the bytes).
+async fn websocket(mut req: axum::extract::Request) -> Response {
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return (StatusCode::BAD_REQUEST, "no Sec-WebSocket-Key\n").into_response();
+    };
+    if !upgrade {
+        return (StatusCode::BAD_REQUEST, "not a WebSocket upgrade\n").into_response();
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut ws = tunnel::websocket::WsStream::new(
+            TokioIo::new(upgraded),
+            tunnel::websocket::Role::Server,
+        );
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match ws.read(&mut buf).await {
+                Ok(0) => {
+                    let _ = ws.shutdown().await;
+                    return;
+                }
+                Ok(n) => {
+                    if ws.write_all(&buf[..n]).await.is_err() || ws.flush().await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            tunnel::websocket::accept_key(key.as_bytes()),
+        )
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

@@ -26,6 +26,18 @@ pub struct Received {
     pub sha256: String,
 }
 
+/// Echo origin: each connection's bytes back as they come, and a FIN
+/// after the client's.
+pub async fn serve_echo(listener: TcpListener) {
+    while let Ok((mut s, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let (mut r, mut w) = s.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            let _ = w.shutdown().await;
+        });
+    }
+}
+
 /// Bulk origin: each connection starts with a u64 (little-endian), the
 /// number of pattern bytes ([`SEED_DOWN`]) to send back; the origin sends
 /// them and then FIN while it reads and hashes the rest until the client's

@@ -4,8 +4,10 @@
 //! connector gate failure rolls back the connectors, then the edges, newest
 //! first, and the journal and `rollout history` show it. The successful
 //! rollout runs under a steady load over all six edges and fails no request;
-//! so does an edge release that exits at once, which is rolled back.
-//! One fleet serves the three scenarios, in order.
+//! so does an edge release that exits at once, which is rolled back. The
+//! load's counter-example: the same load through a plain stop-start of one
+//! edge fails requests, so the check can fail. One fleet serves the five
+//! scenarios, in order.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -179,6 +181,14 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
     eprintln!("edge v2 then connector v2 under load: {report}");
     report.assert_no_failures();
     assert_eq!(report.sse_finished(), 6, "{report}");
+    // WebSockets and TCP sessions were open through every upgrade and drain
+    // (20 s each, six of each kind at all times).
+    for (kind, s) in [("websocket", &report.websockets), ("tcp", &report.tcp)] {
+        assert!(
+            s.opened >= 6 * 4 && s.finished == s.opened && s.messages > 50 * s.opened,
+            "{kind}: {s:?}\n{report}"
+        );
+    }
 
     // The journal: the last edge confirmation comes before the first
     // connector assignment, with the part boundary between them.
@@ -305,6 +315,20 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
     assert!(lines[0].contains("conn-ams-1"), "{text}");
     assert!(lines[6].contains("edge-ams-1"), "{text}");
     assert!(text.contains("rolled_back"), "{text}");
+    // And the list names both components of each rollout.
+    let out = rollout(&fleet, &grafana, &["history"]).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    let top = list.lines().next().unwrap_or_default();
+    assert!(
+        top.starts_with(id.as_str())
+            && top.contains("edge v3 then connector v3")
+            && top.ends_with("rolled_back"),
+        "{list}"
+    );
+    assert!(
+        list.contains("edge v2 then connector v2  succeeded"),
+        "{list}"
+    );
 
     // 4. An edge release that exits at once: the canary's upgrade fails, its
     // old worker serves on (no request fails, on any edge), the Salt state
@@ -338,4 +362,22 @@ async fn edge_then_connector_in_one_rollout_and_a_connector_failure_rolls_back_b
     fleet.wait_versions("edge", "v2", &edges).await;
     eprintln!("a release that exits at once, under load: {report}");
     report.assert_no_failures();
+    // 5. The counter-example: the same kind of load through a plain
+    // stop-start of one edge (`supervisorctl restart`, no upgrade in place)
+    // fails requests, refused while its ports are closed, and only there.
+    let mut spec = fleet.rollout_load(Duration::from_secs(12));
+    spec.mix.sse_events = 40;
+    let load = Load::start(spec);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fleet.restart_plainly("edge-fra-1").await;
+    let report = load.finish().await;
+    eprintln!("a plain stop-start of edge-fra-1 under load: {report}");
+    assert!(
+        !report.is_clean() && report.count("refused") > 0,
+        "{report}"
+    );
+    assert!(
+        report.failures.iter().all(|f| f.target == "edge-fra-1"),
+        "{report}"
+    );
 }

@@ -57,15 +57,7 @@ async fn banner_origin(addr: SocketAddr) -> (SocketAddr, tokio::sync::mpsc::Rece
 async fn echo_origin(addr: SocketAddr) -> SocketAddr {
     let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
+    tokio::spawn(tests::tcp_origin::serve_echo(listener));
     addr
 }
 

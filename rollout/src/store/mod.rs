@@ -240,15 +240,27 @@ pub struct Step {
     pub event: Event,
 }
 
+/// One component of a rollout and the version it goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentVersion {
+    /// Which program.
+    pub component: Component,
+    /// Its target version.
+    pub version: String,
+}
+
 /// A rollout as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutSummary {
     /// Id.
     pub id: RolloutId,
-    /// Component.
+    /// Component (the first, for a rollout of several).
     pub component: Component,
-    /// Target version.
+    /// Target version (of the first component).
     pub version: String,
+    /// Every component in rollout order, the first one included.
+    #[serde(default)]
+    pub components: Vec<ComponentVersion>,
     /// State.
     pub state: RolloutState,
     /// Whether it holds its component.
@@ -257,6 +269,22 @@ pub struct RolloutSummary {
     pub created_at: i64,
     /// Last change, epoch milliseconds.
     pub updated_at: i64,
+}
+
+impl RolloutSummary {
+    /// `edge v2`, or `edge v2 then connector v2`, as `rollout plan` says it.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .components
+            .iter()
+            .map(|c| format!("{} {}", c.component, c.version))
+            .collect();
+        if parts.is_empty() {
+            format!("{} {}", self.component, self.version)
+        } else {
+            parts.join(" then ")
+        }
+    }
 }
 
 /// A rollout with its spec and plan.
@@ -832,7 +860,7 @@ impl Store {
     /// Every rollout, newest first.
     pub async fn list(&self) -> Result<Vec<RolloutSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, component, version, state, active, created_at, updated_at
+            "SELECT id, component, version, state, active, created_at, updated_at, spec
              FROM rollouts ORDER BY created_at DESC, id DESC",
         )
         .fetch_all(&self.pool)
@@ -934,33 +962,38 @@ async fn holder(
     .fetch_all(&mut *conn)
     .await?;
     for row in &rows {
-        let own: String = row.try_get("component")?;
-        let spec: String = row.try_get("spec")?;
-        let listed = serde_json::from_str::<serde_json::Value>(&spec)
-            .ok()
-            .and_then(|v| v.get("components").cloned())
-            .and_then(|c| c.as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c["component"] == component.as_str());
-        if own == component.as_str() || listed {
-            return summary(row).map(Some);
+        let held = summary(row)?;
+        if held.components.iter().any(|c| c.component == component) {
+            return Ok(Some(held));
         }
     }
     Ok(None)
 }
 
+/// A row's summary; every query that makes one selects the spec too, for
+/// the components of a rollout of several.
 fn summary(row: &AnyRow) -> Result<RolloutSummary, StoreError> {
     let component: String = row.try_get("component")?;
+    let component: Component = component.parse().map_err(|reason| StoreError::Corrupt {
+        what: "component",
+        reason,
+    })?;
+    let version: String = row.try_get("version")?;
     let state: String = row.try_get("state")?;
     let active: i64 = row.try_get("active")?;
+    let spec: String = row.try_get("spec")?;
+    let mut components = components_of(&spec)?;
+    if components.is_empty() {
+        components.push(ComponentVersion {
+            component,
+            version: version.clone(),
+        });
+    }
     Ok(RolloutSummary {
         id: RolloutId(row.try_get("id")?),
-        component: component.parse().map_err(|reason| StoreError::Corrupt {
-            what: "component",
-            reason,
-        })?,
-        version: row.try_get("version")?,
+        component,
+        version,
+        components,
         state: state.parse().map_err(|reason| StoreError::Corrupt {
             what: "state",
             reason,
@@ -969,6 +1002,21 @@ fn summary(row: &AnyRow) -> Result<RolloutSummary, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// The `components:` of a stored spec (none for the one-component form).
+fn components_of(spec: &str) -> Result<Vec<ComponentVersion>, StoreError> {
+    #[derive(Deserialize)]
+    struct Listed {
+        #[serde(default)]
+        components: Vec<ComponentVersion>,
+    }
+    serde_json::from_str::<Listed>(spec)
+        .map(|l| l.components)
+        .map_err(|e| StoreError::Corrupt {
+            what: "spec",
+            reason: e.to_string(),
+        })
 }
 
 fn record(row: &AnyRow) -> Result<RolloutRecord, StoreError> {

@@ -572,6 +572,10 @@ components:
     for component in [Component::Edge, Component::Connector] {
         assert_eq!(store.active(component).await.unwrap().unwrap().id, id);
     }
+    // Listed with both components, as `rollout history` prints it.
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed[0].describe(), "edge v2 then connector v2");
+    assert_eq!(listed[0].components.len(), 2);
     for other in ["edge", "connector"] {
         match begin(&store, other, "v3").await {
             Err(StoreError::AlreadyActive {

@@ -26,6 +26,10 @@ pub const PROMETHEUS: u16 = 9090;
 pub const ALERTMANAGER: u16 = 9093;
 /// The origin.
 pub const ORIGIN: u16 = 8000;
+/// The origin's TCP echo (the fleet tunnel's TCP service).
+pub const ORIGIN_TCP_ECHO: u16 = 8002;
+/// An edge's public TCP port for [`super::TCP_HOST`].
+pub const EDGE_TCP: u16 = 2222;
 
 pub(crate) fn write(path: &Path, text: &str) {
     if let Some(dir) = path.parent() {

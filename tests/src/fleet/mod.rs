@@ -36,6 +36,9 @@ pub use pillar::Release;
 pub const EDGE_NAME: &str = "edge.warren.test";
 /// The hostname the fleet's tunnel serves.
 pub const APP_HOST: &str = "app.fleet.test";
+/// The tunnel's TCP hostname: every edge's public TCP port [`Host::public_tcp`]
+/// reaches the origin's TCP echo through it.
+pub const TCP_HOST: &str = "tcp.fleet.test";
 
 /// What a host runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +86,11 @@ impl Host {
     /// An edge's public HTTP listener.
     pub fn public(&self) -> SocketAddr {
         SocketAddr::new(self.ip, EDGE_PUBLIC)
+    }
+
+    /// An edge's public TCP port (to the origin's TCP echo).
+    pub fn public_tcp(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, EDGE_TCP)
     }
 
     /// An edge's QUIC listener.
@@ -206,6 +214,7 @@ impl Fleet {
         let prometheus_addr = net.addr(101, PROMETHEUS);
         let alertmanager_addr = net.addr(102, ALERTMANAGER);
         let origin = net.addr(103, ORIGIN);
+        let tcp_echo = net.addr(103, ORIGIN_TCP_ECHO);
         let pillar_addr = net.addr(100, PILLAR);
         // The services run as the unprivileged `warren` and read their
         // files below this folder.
@@ -223,7 +232,10 @@ impl Fleet {
         let token = String::from_utf8(
             run_ok(
                 Command::new(bin("edge"))
-                    .args(["tunnel", "create", "--hostname", APP_HOST, "--tunnels-file"])
+                    .args(["tunnel", "create", "--hostname", APP_HOST])
+                    .args(["--hostname", TCP_HOST, "--tcp-port"])
+                    .arg(format!("{EDGE_TCP}={TCP_HOST}"))
+                    .arg("--tunnels-file")
                     .arg(&tunnels),
             )
             .stdout,
@@ -257,6 +269,7 @@ impl Fleet {
                     warren["edge"] = json!({
                         "config": {
                             "public_http": h.public().to_string(),
+                            "public_tcp_address": h.ip.to_string(),
                             "tunnel_listen": h.tunnel().to_string(),
                             "admin": h.admin().to_string(),
                             "location": h.datacenter,
@@ -278,7 +291,10 @@ impl Fleet {
                             // open across a connector release (75 s of
                             // events): a drain finishes it rather than cut it.
                             "grace_period": "90s",
-                            "ingress": [{"service": format!("http://{origin}")}],
+                            "ingress": [
+                                {"hostname": TCP_HOST, "service": format!("tcp://{tcp_echo}")},
+                                {"service": format!("http://{origin}")},
+                            ],
                         },
                         "token": token,
                         "ca_pem": read("ca.pem"),
@@ -426,7 +442,7 @@ impl Fleet {
         procs.push(alertmanager_proc);
 
         let mut cmd = Command::new(bin("origin"));
-        cmd.arg(origin.to_string());
+        cmd.arg(origin.to_string()).arg(tcp_echo.to_string());
         procs.push(spawn("origin", cmd, &w.join("origin.log")));
         let controller = spawn_controller(&w, &database, pillar_addr, &webhook_token, &api_token);
 
@@ -737,7 +753,7 @@ impl Fleet {
             .hosts
             .iter()
             .filter(|h| h.role == Role::Edge)
-            .map(|h| crate::load::Target::new(h.id.clone(), h.public()))
+            .map(|h| crate::load::Target::new(h.id.clone(), h.public()).with_tcp(h.public_tcp()))
             .collect();
         let mut spec = crate::load::LoadSpec::new(targets, APP_HOST);
         spec.rate_per_s = rate_per_s;
@@ -748,14 +764,45 @@ impl Fleet {
     /// The load a rollout is checked under: [`Fleet::load_spec`] at 200
     /// requests/s, with six event streams open at the start that carry 75 s
     /// of events (across the edge upgrades; shorter than the connectors'
-    /// grace period, so a connector's drain finishes them).
+    /// grace period, so a connector's drain finishes them), and six
+    /// WebSocket and six TCP sessions open at all times, each echoing four
+    /// messages a second for 20 s before it closes and the next opens.
     pub fn rollout_load(&self, duration: Duration) -> crate::load::LoadSpec {
         let mut load = self.load_spec(200, duration);
         load.mix.sse_streams = 6;
         load.mix.sse_events = 300;
         load.mix.sse_interval = Duration::from_millis(250);
         load.mix.sse_hold = false;
+        load.mix.websockets = 6;
+        load.mix.tcp_sessions = 6;
+        load.mix.session_lifetime = Duration::from_secs(20);
+        load.mix.session_interval = Duration::from_millis(250);
         load
+    }
+
+    /// Restarts a host's service the plain way, `supervisorctl restart`
+    /// (stop, then start; no upgrade in place): the load check's
+    /// counter-example, since the ports refuse between the two.
+    pub async fn restart_plainly(&self, id: &str) {
+        let host = self
+            .hosts
+            .iter()
+            .find(|h| h.id == id)
+            .unwrap_or_else(|| panic!("no host {id}"));
+        let conf = self.work.join("hosts").join(id).join("supervisord.conf");
+        let out = tokio::process::Command::new("supervisorctl")
+            .arg("-c")
+            .arg(&conf)
+            .args(["restart", &format!("warren-{}", host.role.as_str())])
+            .output()
+            .await
+            .expect("run supervisorctl");
+        assert!(
+            out.status.success(),
+            "supervisorctl restart on {id}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Stops a minion (the host becomes unreachable for Salt).

@@ -13,6 +13,10 @@
 //!   answers, `GET /bytes` checked against [`crate::pattern`], and server-sent
 //!   event streams (`GET /sse`) opened at the start and held for the whole run,
 //!   released at the end. See [`crate::origin`] for the endpoints.
+//! - Long-lived sessions beside the requests (see [`session`]): WebSockets
+//!   to the origin's `/ws` echo and TCP connections through each target's
+//!   public TCP port, each echoing a message every interval and closing
+//!   cleanly after its lifetime, then opened again.
 //!
 //! ```no_run
 //! # async fn f(edge: std::net::SocketAddr) {
@@ -42,6 +46,9 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+mod session;
+pub use session::SessionCount;
+
 /// What `GET /hello` answers.
 const HELLO_BODY: &[u8] = b"hello from origin\n";
 /// The pattern seed of every upload (they all send the same bytes).
@@ -56,6 +63,8 @@ pub struct Target {
     pub name: String,
     /// A public HTTP address (loopback only).
     pub addr: SocketAddr,
+    /// A public TCP port that reaches a TCP echo origin, for TCP sessions.
+    pub tcp: Option<SocketAddr>,
 }
 
 impl Target {
@@ -64,7 +73,14 @@ impl Target {
         Self {
             name: name.into(),
             addr,
+            tcp: None,
         }
+    }
+
+    /// The same, with a public TCP port for TCP sessions.
+    pub fn with_tcp(mut self, tcp: SocketAddr) -> Self {
+        self.tcp = Some(tcp);
+        self
     }
 }
 
@@ -95,6 +111,14 @@ pub struct Mix {
     /// Whether the origin holds each stream open after its events (until
     /// the release); when false a stream ends by itself after its events.
     pub sse_hold: bool,
+    /// WebSocket sessions kept open at once (to the origin's `/ws` echo).
+    pub websockets: usize,
+    /// TCP sessions kept open at once (through each target's TCP port).
+    pub tcp_sessions: usize,
+    /// How long a session lives before it closes and its slot opens the next.
+    pub session_lifetime: Duration,
+    /// Pause between two messages of a session.
+    pub session_interval: Duration,
 }
 
 impl Default for Mix {
@@ -110,6 +134,10 @@ impl Default for Mix {
             sse_interval: Duration::from_millis(250),
             sse_release: true,
             sse_hold: true,
+            websockets: 0,
+            tcp_sessions: 0,
+            session_lifetime: Duration::from_secs(20),
+            session_interval: Duration::from_millis(250),
         }
     }
 }
@@ -182,6 +210,27 @@ impl LoadSpec {
         if shares.iter().sum::<f64>() <= 0.0 {
             return Err("mix: every share is zero".into());
         }
+        if self.mix.tcp_sessions > 0
+            && let Some(t) = self.targets.iter().find(|t| t.tcp.is_none())
+        {
+            return Err(format!(
+                "mix: tcp_sessions needs a TCP address on every target; {} has none",
+                t.name
+            ));
+        }
+        if let Some(t) = self
+            .targets
+            .iter()
+            .find(|t| t.tcp.is_some_and(|a| !a.ip().is_loopback()))
+        {
+            return Err(format!(
+                "targets: {}'s TCP address is not a loopback address",
+                t.name
+            ));
+        }
+        if self.mix.websockets + self.mix.tcp_sessions > 0 && self.mix.session_interval.is_zero() {
+            return Err("mix: session_interval must not be zero".into());
+        }
         if self.max_in_flight == 0 {
             return Err("max_in_flight: must be at least 1".into());
         }
@@ -205,6 +254,25 @@ pub enum Kind {
     Sse,
     /// `POST /release`, ending a stream.
     Release,
+    /// A WebSocket session to `/ws`.
+    WebSocket,
+    /// A TCP session through a public TCP port.
+    Tcp,
+}
+
+impl Kind {
+    /// Whether this is a long-lived session rather than a request.
+    pub fn is_session(self) -> bool {
+        matches!(self, Kind::WebSocket | Kind::Tcp)
+    }
+
+    fn short_name(self) -> &'static str {
+        match self {
+            Kind::WebSocket => "ws",
+            Kind::Tcp => "tcp",
+            _ => "req",
+        }
+    }
 }
 
 impl fmt::Display for Kind {
@@ -215,6 +283,8 @@ impl fmt::Display for Kind {
             Kind::Bytes => "GET /bytes",
             Kind::Sse => "GET /sse",
             Kind::Release => "POST /release",
+            Kind::WebSocket => "WebSocket /ws",
+            Kind::Tcp => "TCP echo",
         })
     }
 }
@@ -374,17 +444,21 @@ pub struct Report {
     pub planned: u64,
     /// Requests sent.
     pub requests: u64,
-    /// Requests that failed.
+    /// Requests that failed (sessions are counted in their own fields).
     pub failed: u64,
     /// Ticks that found `max_in_flight` requests running, so sent nothing:
     /// a fault of the test setup, not of the system under test.
     pub generator_overloaded: u64,
-    /// Failed requests by [`Cause::name`].
+    /// Failed requests and sessions by [`Cause::name`].
     pub by_cause: BTreeMap<String, u64>,
-    /// Every failed request, by time.
+    /// Every failed request and session, by time.
     pub failures: Vec<Failure>,
     /// The long-lived streams.
     pub sse: Vec<SseReport>,
+    /// The WebSocket sessions.
+    pub websockets: SessionCount,
+    /// The TCP sessions.
+    pub tcp: SessionCount,
     /// From the start to the end of the run.
     pub elapsed: Duration,
 }
@@ -411,15 +485,24 @@ impl Report {
             .count()
     }
 
-    /// Panics with the report unless no request and no stream failed and
-    /// the generator kept its schedule.
+    /// No request, stream or session failed, and the generator kept its
+    /// schedule.
+    pub fn is_clean(&self) -> bool {
+        self.generator_overloaded == 0
+            && self.failed == 0
+            && self.sse_failed() == 0
+            && self.websockets.failed == 0
+            && self.tcp.failed == 0
+    }
+
+    /// Panics with the report unless it [is clean](Report::is_clean).
     pub fn assert_no_failures(&self) {
         if self.generator_overloaded > 0 {
             panic!(
                 "the load generator could not keep its schedule (a fault of the test setup)\n{self}"
             );
         }
-        if self.failed > 0 || self.sse_failed() > 0 {
+        if !self.is_clean() {
             panic!("{self}");
         }
     }
@@ -453,6 +536,18 @@ impl fmt::Display for Report {
                 self.sse_failed()
             )?;
         }
+        for (name, s) in [("websocket", &self.websockets), ("tcp", &self.tcp)] {
+            if s.opened > 0 {
+                writeln!(
+                    f,
+                    "  {name}: {} sessions ({} messages echoed), {} closed cleanly, {} failed",
+                    thousands(s.opened),
+                    thousands(s.messages),
+                    thousands(s.finished),
+                    thousands(s.failed)
+                )?;
+            }
+        }
         if self.generator_overloaded > 0 {
             writeln!(
                 f,
@@ -471,7 +566,7 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "  first {shown} of {} failures (time since start, target, request, cause):",
-                thousands(self.failed)
+                thousands(self.failures.len() as u64)
             )?;
             for failure in &self.failures[..shown] {
                 writeln!(f, "  {failure}")?;
@@ -611,12 +706,72 @@ struct Stream {
     task: JoinHandle<Result<(), Failure>>,
 }
 
+/// The session slots of a run and their counts.
+struct Sessions {
+    close: watch::Sender<bool>,
+    slots: Vec<JoinHandle<()>>,
+    websockets: Arc<session::Counters>,
+    tcp: Arc<session::Counters>,
+}
+
+impl Sessions {
+    fn start(shared: &Arc<Shared>) -> Self {
+        let (close, closed) = watch::channel(false);
+        let websockets = Arc::new(session::Counters::default());
+        let tcp = Arc::new(session::Counters::default());
+        let mix = &shared.spec.mix;
+        let kinds = std::iter::repeat_n((Kind::WebSocket, &websockets), mix.websockets)
+            .chain(std::iter::repeat_n((Kind::Tcp, &tcp), mix.tcp_sessions));
+        let slots = kinds
+            .enumerate()
+            .map(|(i, (kind, counters))| {
+                tokio::spawn(session::slot(
+                    shared.clone(),
+                    kind,
+                    i,
+                    counters.clone(),
+                    closed.clone(),
+                ))
+            })
+            .collect();
+        Self {
+            close,
+            slots,
+            websockets,
+            tcp,
+        }
+    }
+
+    /// Closes every session (each cleanly, within the request limit) and
+    /// waits for the slots; one still running after that is a failure.
+    async fn close(&mut self, shared: &Shared) {
+        let _ = self.close.send(true);
+        let limit = shared.spec.request_timeout * 2 + Duration::from_secs(2);
+        for slot in &mut self.slots {
+            if tokio::time::timeout_at(Instant::now() + limit, &mut *slot)
+                .await
+                .is_err()
+            {
+                slot.abort();
+                shared.tally.lock().unwrap().failures.push(Failure {
+                    at: shared.since_start(),
+                    sent: shared.since_start(),
+                    target: "-".into(),
+                    kind: Kind::WebSocket,
+                    cause: Cause::Other("a session slot did not close within its limit".into()),
+                });
+            }
+        }
+    }
+}
+
 /// A running load; [`Load::finish`] or [`Load::stop`] gives the report.
 pub struct Load {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     scheduler: JoinHandle<JoinSet<()>>,
     streams: Vec<Stream>,
+    sessions: Sessions,
 }
 
 impl Load {
@@ -660,6 +815,7 @@ impl Load {
                 }
             })
             .collect();
+        let sessions = Sessions::start(&shared);
         let (stop, stopped) = watch::channel(false);
         let scheduler = tokio::spawn(schedule(shared.clone(), stopped));
         Self {
@@ -667,6 +823,7 @@ impl Load {
             stop,
             scheduler,
             streams,
+            sessions,
         }
     }
 
@@ -706,6 +863,7 @@ impl Load {
         for stream in std::mem::take(&mut self.streams) {
             sse.push(end_stream(&self.shared, stream).await);
         }
+        self.sessions.close(&self.shared).await;
 
         let elapsed = self.shared.since_start();
         let tally = std::mem::take(&mut *self.shared.tally.lock().unwrap());
@@ -718,11 +876,13 @@ impl Load {
         Report {
             planned: self.shared.spec.planned(),
             requests: tally.requests,
-            failed: failures.len() as u64,
+            failed: failures.iter().filter(|f| !f.kind.is_session()).count() as u64,
             generator_overloaded: tally.overloaded,
             by_cause,
             failures,
             sse,
+            websockets: self.sessions.websockets.count(),
+            tcp: self.sessions.tcp.count(),
             elapsed,
         }
     }
@@ -734,6 +894,9 @@ impl Drop for Load {
     fn drop(&mut self) {
         for stream in &self.streams {
             stream.task.abort();
+        }
+        for slot in &self.sessions.slots {
+            slot.abort();
         }
     }
 }
@@ -1039,6 +1202,7 @@ async fn end_stream(shared: &Arc<Shared>, mut stream: Stream) -> SseReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -1184,6 +1348,106 @@ mod tests {
         assert!(report.to_string().contains("stopped early"), "{report}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_echo_close_cleanly_and_reopen() {
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = http.local_addr().unwrap();
+        let _origin = tokio::spawn(crate::origin::serve(http));
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp_addr = tcp.local_addr().unwrap();
+        let _echo = tokio::spawn(crate::tcp_origin::serve_echo(tcp));
+        let target = Target::new("origin", http_addr).with_tcp(tcp_addr);
+        let mut spec = LoadSpec::new(vec![target], "app.test");
+        spec.rate_per_s = 20;
+        spec.duration = Duration::from_millis(1200);
+        spec.mix.websockets = 2;
+        spec.mix.tcp_sessions = 2;
+        spec.mix.session_lifetime = Duration::from_millis(300);
+        spec.mix.session_interval = Duration::from_millis(50);
+        let report = Load::start(spec).finish().await;
+        report.assert_no_failures();
+        // Each slot lives 1.2 s in sessions of 0.3 s, so it opens at least
+        // three; each session echoes about six messages.
+        for s in [&report.websockets, &report.tcp] {
+            assert!(s.opened >= 6 && s.finished == s.opened, "{report}");
+            assert!(s.messages >= 3 * s.opened, "{report}");
+        }
+        let text = report.to_string();
+        assert!(text.contains("  websocket: "), "{text}");
+        assert!(text.contains("closed cleanly, 0 failed"), "{text}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_session_that_cannot_open_or_gets_a_wrong_echo_is_a_failure() {
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        // An "echo" that answers every message with other bytes.
+        let liar = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let liar_addr = liar.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = liar.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(&vec![b'x'; n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let missing = canned(b"HTTP/1.1 404 Nope\r\ncontent-length: 0\r\n\r\n", false).await;
+        let targets = vec![
+            Target::new("refusing", closed).with_tcp(closed),
+            Target::new("lying", missing).with_tcp(liar_addr),
+        ];
+        let mut spec = LoadSpec::new(targets, "app.test");
+        spec.rate_per_s = 2;
+        spec.duration = Duration::from_millis(500);
+        spec.mix.upload = 0.0;
+        spec.mix.bytes = 0.0;
+        spec.mix.websockets = 2;
+        spec.mix.tcp_sessions = 2;
+        spec.mix.session_interval = Duration::from_millis(100);
+        let report = Load::start(spec).finish().await;
+        assert!(!report.is_clean(), "{report}");
+        let causes = |kind: Kind, target: &str| -> BTreeSet<&'static str> {
+            report
+                .failures
+                .iter()
+                .filter(|f| f.kind == kind && f.target == target)
+                .map(|f| f.cause.name())
+                .collect()
+        };
+        // Slots alternate targets: WebSocket 0 and TCP 2 on the refusing
+        // one, WebSocket 1 and TCP 3 on the other.
+        assert_eq!(
+            causes(Kind::WebSocket, "refusing"),
+            ["refused"].into(),
+            "{report}"
+        );
+        assert_eq!(
+            causes(Kind::WebSocket, "lying"),
+            ["status_other"].into(),
+            "{report}"
+        );
+        assert_eq!(
+            causes(Kind::Tcp, "refusing"),
+            ["refused"].into(),
+            "{report}"
+        );
+        assert_eq!(causes(Kind::Tcp, "lying"), ["truncated"].into(), "{report}");
+        assert!(
+            report.websockets.failed >= 2 && report.tcp.failed >= 2,
+            "{report}"
+        );
+        // The requests' count is their own.
+        assert_eq!(report.failed, report.requests, "{report}");
+    }
+
     #[test]
     fn thousands_groups_by_three() {
         for (n, s) in [
@@ -1227,7 +1491,10 @@ mod tests {
         assert_eq!(good.validate(), Ok(()));
         assert_eq!(good.planned(), 2000);
         type Change = fn(&mut LoadSpec);
-        let cases: [(&str, Change); 6] = [
+        let cases: [(&str, Change); 7] = [
+            ("tcp_sessions needs a TCP address", |s| {
+                s.mix.tcp_sessions = 1
+            }),
             ("targets: none", |s| s.targets.clear()),
             ("not a loopback", |s| {
                 s.targets[0].addr = "10.0.0.1:80".parse().unwrap()
@@ -1270,6 +1537,8 @@ mod tests {
             by_cause: [("refused".into(), 25), ("status_5xx".into(), 1)].into(),
             failures,
             sse: vec![],
+            websockets: SessionCount::default(),
+            tcp: SessionCount::default(),
             elapsed: Duration::from_secs(6),
         };
         let text = report.to_string();
