@@ -5,7 +5,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use rollout::cli::{Cli, Command, Output};
+use rollout::cli::{
+    ApplyArgs, Cli, Command, HistoryArgs, Output, PlanArgs, RolloutArg, ServeArgs, StatusArgs,
+    ValidateArgs,
+};
 use rollout::engine::Engine;
 use rollout::plan::Plan;
 use rollout::spec::{Spec, SpecError};
@@ -30,7 +33,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Validate { spec } => match load_spec(&spec) {
+        Command::Validate(ValidateArgs { spec }) => match load_spec(&spec) {
             Ok(s) => {
                 let cohorts: usize = s.parts.iter().map(|p| p.cohorts.len()).sum();
                 println!(
@@ -44,7 +47,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Plan { spec, out, output } => {
+        Command::Plan(PlanArgs { spec, out, output }) => {
             let s = match load_spec(&spec) {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -76,7 +79,7 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_NOT_EXECUTABLE)
             }
         }
-        Command::Apply { plan, spec, yes } => {
+        Command::Apply(ApplyArgs { plan, spec, yes }) => {
             let database = match cli.connect.database() {
                 Ok(d) => d,
                 Err(e) => return fail(daemon::EXIT_CONFIG as u8, &e.to_string()),
@@ -148,12 +151,12 @@ async fn run(cli: Cli) -> ExitCode {
                 ),
             }
         }
-        Command::Status {
+        Command::Status(StatusArgs {
             id,
             output,
             watch,
             interval,
-        } => {
+        }) => {
             let store = match open_store(&cli.connect).await {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -181,7 +184,7 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => fail(1, &e.to_string()),
             }
         }
-        Command::History { id } => {
+        Command::History(HistoryArgs { id }) => {
             let store = match open_store(&cli.connect).await {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -214,7 +217,7 @@ async fn run(cli: Cli) -> ExitCode {
                 },
             }
         }
-        Command::Pause { id } => {
+        Command::Pause(RolloutArg { id }) => {
             let store = match open_store(&cli.connect).await {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -243,15 +246,19 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => fail(1, &e.to_string()),
             }
         }
-        Command::Resume { id } => resume_or_abort(cli.connect, RolloutId(id), false).await,
-        Command::Abort { id } => resume_or_abort(cli.connect, RolloutId(id), true).await,
-        Command::Serve {
+        Command::Resume(RolloutArg { id }) => {
+            resume_or_abort(cli.connect, RolloutId(id), false).await
+        }
+        Command::Abort(RolloutArg { id }) => {
+            resume_or_abort(cli.connect, RolloutId(id), true).await
+        }
+        Command::Serve(ServeArgs {
             listen,
             webhook_token_file,
             api_token_file,
             tls_cert,
             tls_key,
-        } => {
+        }) => {
             let tls = tls_cert.zip(tls_key);
             serve(cli.connect, listen, webhook_token_file, api_token_file, tls).await
         }
