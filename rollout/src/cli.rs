@@ -87,125 +87,148 @@ pub enum Output {
     Json,
 }
 
-/// `rollout` subcommands.
+/// `rollout` subcommands. Each has its own arguments struct, so a flag is
+/// added in one place and reaches its command's module whole.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a spec and report every problem with its field's path.
-    Validate {
-        /// The rollout spec (YAML).
-        #[arg(short = 'f', long = "file", value_name = "SPEC")]
-        spec: PathBuf,
-    },
+    Validate(ValidateArgs),
     /// Show what a rollout would do: stages, batches and hosts in a stable
     /// order, hosts skipped (already on the version) or unreachable, every
     /// gate evaluated once, and an estimate. Exits 2 when the plan cannot be
     /// executed as written.
-    Plan {
-        /// The rollout spec (YAML).
-        #[arg(short = 'f', long = "file", value_name = "SPEC")]
-        spec: PathBuf,
-        /// Also write the plan (with the inventory it saw) to this file.
-        #[arg(short = 'o', long = "out", value_name = "PLAN.json")]
-        out: Option<PathBuf>,
-        /// Print a table or JSON.
-        #[arg(long, value_enum, default_value_t)]
-        output: Output,
-    },
+    Plan(PlanArgs),
     /// Apply a plan file (refused when the fleet changed since it was made),
     /// or plan a spec and apply it. Prints one line per event. A firing
     /// alert that the spec's `rollback.alerts` selects (delivered to
     /// `serve`'s webhook, or found by polling --alertmanager) rolls back at
     /// once. Exits 0 when the rollout succeeded, 2 when it rolled back, 3
     /// when a gate paused it, 4 when its rollback failed.
-    Apply {
-        /// A plan written by `rollout plan -o`.
-        #[arg(
-            value_name = "PLAN.json",
-            required_unless_present = "spec",
-            conflicts_with = "spec"
-        )]
-        plan: Option<PathBuf>,
-        /// Plan this spec now and apply it.
-        #[arg(short = 'f', long = "file", value_name = "SPEC")]
-        spec: Option<PathBuf>,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
-    },
+    Apply(ApplyArgs),
     /// Show a rollout (the newest without ID), or follow it with --watch.
-    Status {
-        /// Rollout id. [default: the newest]
-        id: Option<String>,
-        /// Print a table or JSON.
-        #[arg(long, value_enum, default_value_t)]
-        output: Output,
-        /// Follow the rollout: print each new journal step and the status
-        /// line when it changes, until the rollout ends; exit as its
-        /// `apply` does (0 succeeded, 2 rolled back or aborted, 4 failed).
-        #[arg(long, short)]
-        watch: bool,
-        /// How often `--watch` reads the store.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-        interval: std::time::Duration,
-    },
+    Status(StatusArgs),
     /// List rollouts, or show every step of one.
-    History {
-        /// Rollout id.
-        id: Option<String>,
-    },
+    History(HistoryArgs),
     /// Stop a running rollout at its next step (exit 3 from its `apply`).
-    Pause {
-        /// Rollout id.
-        id: String,
-    },
+    Pause(RolloutArg),
     /// Go on with a paused rollout (or one whose controller was killed),
     /// from the exact step it stopped at; finished batches are not applied
     /// again.
-    Resume {
-        /// Rollout id.
-        id: String,
-    },
+    Resume(RolloutArg),
     /// Roll a paused rollout back: every host it touched returns to its
     /// previous release, newest first.
-    Abort {
-        /// Rollout id.
-        id: String,
-    },
+    Abort(RolloutArg),
     /// Serve the controller's HTTP API: Salt pillar of assigned releases,
     /// rollout status, metrics, and Alertmanager's webhook.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:9099", value_name = "ADDR")]
-        listen: std::net::SocketAddr,
-        /// File holding the bearer token Alertmanager sends to the webhook
-        /// (POST /v1/alerts/alertmanager). Without it the webhook refuses
-        /// every delivery.
-        #[arg(long, env = "WARREN_WEBHOOK_TOKEN_FILE", value_name = "FILE")]
-        webhook_token_file: Option<PathBuf>,
-        /// File holding the bearer token that GET /pillar/MINION and the
-        /// status API (/v1/rollouts) require; given, it is always required.
-        /// Without it those routes are open, so serve then refuses any
-        /// --listen address that is not loopback.
-        #[arg(long, env = "WARREN_API_TOKEN_FILE", value_name = "FILE")]
-        api_token_file: Option<PathBuf>,
-        /// PEM certificate chain: serve HTTPS (TLS 1.3/1.2, rustls) instead
-        /// of plain HTTP. Required, with --tls-key, off loopback.
-        #[arg(
-            long,
-            env = "WARREN_TLS_CERT",
-            value_name = "FILE",
-            requires = "tls_key"
-        )]
-        tls_cert: Option<PathBuf>,
-        /// PEM private key of --tls-cert.
-        #[arg(
-            long,
-            env = "WARREN_TLS_KEY",
-            value_name = "FILE",
-            requires = "tls_cert"
-        )]
-        tls_key: Option<PathBuf>,
-    },
+    Serve(ServeArgs),
+}
+
+/// Arguments of `rollout validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The rollout spec (YAML).
+    #[arg(short = 'f', long = "file", value_name = "SPEC")]
+    pub spec: PathBuf,
+}
+
+/// Arguments of `rollout plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The rollout spec (YAML).
+    #[arg(short = 'f', long = "file", value_name = "SPEC")]
+    pub spec: PathBuf,
+    /// Also write the plan (with the inventory it saw) to this file.
+    #[arg(short = 'o', long = "out", value_name = "PLAN.json")]
+    pub out: Option<PathBuf>,
+    /// Print a table or JSON.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// Arguments of `rollout apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan written by `rollout plan -o`.
+    #[arg(
+        value_name = "PLAN.json",
+        required_unless_present = "spec",
+        conflicts_with = "spec"
+    )]
+    pub plan: Option<PathBuf>,
+    /// Plan this spec now and apply it.
+    #[arg(short = 'f', long = "file", value_name = "SPEC")]
+    pub spec: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// Arguments of `rollout status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Rollout id. [default: the newest]
+    pub id: Option<String>,
+    /// Print a table or JSON.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// Follow the rollout: print each new journal step and the status
+    /// line when it changes, until the rollout ends; exit as its
+    /// `apply` does (0 succeeded, 2 rolled back or aborted, 4 failed).
+    #[arg(long, short)]
+    pub watch: bool,
+    /// How often `--watch` reads the store.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub interval: std::time::Duration,
+}
+
+/// Arguments of `rollout history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Rollout id.
+    pub id: Option<String>,
+}
+
+/// The one rollout that `pause`, `resume` and `abort` act on.
+#[derive(Debug, Args)]
+pub struct RolloutArg {
+    /// Rollout id.
+    pub id: String,
+}
+
+/// Arguments of `rollout serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9099", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token Alertmanager sends to the webhook
+    /// (POST /v1/alerts/alertmanager). Without it the webhook refuses
+    /// every delivery.
+    #[arg(long, env = "WARREN_WEBHOOK_TOKEN_FILE", value_name = "FILE")]
+    pub webhook_token_file: Option<PathBuf>,
+    /// File holding the bearer token that GET /pillar/MINION and the
+    /// status API (/v1/rollouts) require; given, it is always required.
+    /// Without it those routes are open, so serve then refuses any
+    /// --listen address that is not loopback.
+    #[arg(long, env = "WARREN_API_TOKEN_FILE", value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (TLS 1.3/1.2, rustls) instead
+    /// of plain HTTP. Required, with --tls-key, off loopback.
+    #[arg(
+        long,
+        env = "WARREN_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "WARREN_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A setting that is missing or wrong; never contains a secret.
