@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 /// A test's scratch folder.
 pub struct Workdir {
     path: PathBuf,
+    keep: bool,
 }
 
 impl Workdir {
@@ -20,7 +21,7 @@ impl Workdir {
             crate::net::random_u32()
         ));
         std::fs::create_dir_all(&path).expect("create workdir");
-        Self { path }
+        Self { path, keep: false }
     }
 
     /// A fresh folder with a short path (`/tmp/wf-XXXXXXXX`), for tools that
@@ -29,7 +30,13 @@ impl Workdir {
         let path = PathBuf::from(format!("/tmp/wf-{:08x}", crate::net::random_u32()));
         std::fs::create_dir_all(&path).expect("create workdir");
         std::fs::write(path.join("NAME"), name).expect("write name");
-        Self { path }
+        Self { path, keep: false }
+    }
+
+    /// Keeps the folder when it is dropped (a run that failed without a
+    /// panic, such as the demo returning an error), and says where it is.
+    pub fn keep(&mut self) {
+        self.keep = true;
     }
 
     /// Its path.
@@ -45,7 +52,9 @@ impl Workdir {
 
 impl Drop for Workdir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if self.keep {
+            eprintln!("files and logs are kept in {}", self.path.display());
+        } else if std::thread::panicking() {
             eprintln!(
                 "test failed; its files and logs are kept in {}",
                 self.path.display()

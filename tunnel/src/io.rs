@@ -299,6 +299,10 @@ pub fn drain_arrived(recv: &mut RecvStream, limit: usize) -> bool {
 /// The most bytes [`relay`] reads from its peer at once.
 const RELAY_BUFFER: usize = 16 * 1024;
 
+/// How long a finished relay waits for the peer to acknowledge the end of
+/// its stream (one round trip, in practice).
+const FINISH_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why a relay ended early.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -372,6 +376,10 @@ where
                 meter.to_tunnel(n);
             }
             tunnel_out.finish().map_err(IoError::from)?;
+            // The relay runs until the other side has all of it: its caller
+            // may close the connection once no stream runs, and closing a
+            // QUIC connection drops what was not yet delivered.
+            let _ = tokio::time::timeout(FINISH_ACK_WAIT, tunnel_out.stopped()).await;
             Ok::<(), RelayError>(())
         };
         tokio::try_join!(up, down).map(|_| ())

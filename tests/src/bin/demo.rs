@@ -34,7 +34,17 @@ const ALERT: &str = r#"{alertname="EdgeReleaseErrorRatioHigh", version="v3"}"#;
 async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     println!("== starting a local fleet (Salt, supervisord, Prometheus, Alertmanager; about 30 s)");
-    let fleet = Fleet::start("demo").await;
+    let mut fleet = Fleet::start("demo").await;
+    let result = run(&fleet, started).await;
+    if result.is_err() {
+        // The processes' logs are what tell why.
+        fleet.work.keep();
+    }
+    result
+}
+
+/// Everything after the fleet is up.
+async fn run(fleet: &Fleet, started: Instant) -> anyhow::Result<()> {
     println!("   salt-api   {}", fleet.salt_url);
     println!("   prometheus {}", fleet.prometheus.url());
     println!("   controller http://{}", fleet.controller);
@@ -124,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
         .max_by_key(|r| r.created_at)
         .map(|r| r.id)
         .ok_or_else(|| anyhow::anyhow!("no rollout recorded"))?;
-    let timeline = Timeline::of(&fleet, &id, "v3").await;
+    let timeline = Timeline::of(fleet, &id, "v3").await;
     println!("\n== timeline of rollout {id}");
     print!("{}", timeline.render());
     if let Some(s) = timeline.bad_sample_to_rolled_back() {
