@@ -17,7 +17,7 @@ pub const MANIFEST: &str = "release.json";
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// `edge` or `connector`.
+    /// `edge`, `connector` or `rollout`.
     pub component: String,
     /// The version this release reports.
     pub version: String,

@@ -27,7 +27,10 @@
 //!   503 saying so: the endpoint exists but is off, and Alertmanager keeps
 //!   retrying (it drops a delivery answered with 4xx) until serve is
 //!   restarted with a token.
-//! - `GET /metrics`: `rollout_state` and `rollout_state_duration_seconds`.
+//! - `GET /metrics`: `rollout_build_info{version}` (the version of
+//!   `release.json` beside the binary, as the edge and the connector report
+//!   theirs, so the Salt state can confirm which release runs),
+//!   `rollout_state` and `rollout_state_duration_seconds`.
 //! - `GET /healthz`.
 
 use std::collections::BTreeSet;
@@ -36,7 +39,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRef, FromRequestParts, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRef, FromRequestParts, Path, State};
 use axum::http::{StatusCode, header, request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -255,7 +258,20 @@ async fn one(State(store): State<Store>, _: Reader, Path(id): Path<String>) -> R
     }
 }
 
-async fn metrics(State(store): State<Store>) -> Response {
+/// The version `rollout_build_info` reports: the release manifest's, which
+/// [`serve`] reads at start.
+#[derive(Debug, Clone)]
+struct BuildVersion(Arc<str>);
+
+/// `value` as the inside of a quoted Prometheus label value.
+fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+async fn metrics(State(store): State<Store>, version: Option<Extension<BuildVersion>>) -> Response {
     let all = match store.list().await {
         Ok(a) => a,
         Err(e) => return error(e),
@@ -264,7 +280,18 @@ async fn metrics(State(store): State<Store>) -> Response {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default();
-    let mut out = String::from(
+    // A router served without [`serve`] is a development build: the crate's
+    // version, as a binary without a manifest reports.
+    let version = version.map_or_else(
+        || env!("CARGO_PKG_VERSION").to_string(),
+        |Extension(v)| v.0.to_string(),
+    );
+    let mut out = format!(
+        "# HELP rollout_build_info The release this controller runs.\n# TYPE rollout_build_info gauge\n\
+         rollout_build_info{{version=\"{}\"}} 1\n",
+        label_value(&version)
+    );
+    out.push_str(
         "# HELP rollout_state 1 for the current state of each rollout.\n# TYPE rollout_state gauge\n",
     );
     let mut durations = String::from(
@@ -292,27 +319,29 @@ async fn metrics(State(store): State<Store>) -> Response {
         .into_response()
 }
 
-/// Serves until `cancel` fires, over TLS when `tls` is given.
+/// Serves until `cancel` fires, over TLS when `tls` is given. Fails at
+/// once when the release manifest beside the binary cannot be read: a
+/// release that cannot say what it is must not look healthy.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     api: Api,
     cancel: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
+    let release = daemon::release::current("rollout", env!("CARGO_PKG_VERSION"))
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let app = router(api).layer(Extension(BuildVersion(release.version.into())));
     let shutdown = async move { cancel.cancelled().await };
     match tls {
         None => {
-            axum::serve(listener, router(api))
+            axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await
         }
         Some(config) => {
-            axum::serve(
-                crate::https::TlsListener::new(listener, config)?,
-                router(api),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
+            axum::serve(crate::https::TlsListener::new(listener, config)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await
         }
     }
 }
@@ -329,6 +358,12 @@ pub async fn pillar_json(store: &Store, minion: &str) -> Result<Value, StoreErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("v1.2+b3"), "v1.2+b3");
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 
     #[test]
     fn off_loopback_needs_a_token_and_tls() {

@@ -1,6 +1,7 @@
 //! The Salt states in `salt/` render with `salt/pillar.example`, for both
 //! service managers, and the config files they write are ones the binaries
-//! accept. Masterless `salt-call --local` from the cached Salt venv
+//! accept; the `rollout` state, applied with a real supervisord, runs the
+//! controller. Masterless `salt-call --local` from the cached Salt venv
 //! (`scripts/setup` installs it); every call has its own minion config dir.
 
 use std::path::{Path, PathBuf};
@@ -9,9 +10,21 @@ use std::thread;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use tests::bins::workspace;
+use tests::bins::{bin, workspace};
 use tests::fleet::service_user;
 use tests::workdir::Workdir;
+
+/// The states, as `state.apply` names them.
+const COMPONENTS: [&str; 3] = ["edge", "connector", "rollout"];
+
+/// Every secret of `salt/pillar.example`: none may appear in a rendered
+/// state, a program's config or a command line.
+const SECRETS: &[&str] = &[
+    "wrn1_example_not_a_real_token",
+    "wrn_api_example_not_a_real_token",
+    "wrn_hook_example_not_a_real_token",
+    "example-not-a-real-password",
+];
 
 fn salt_call() -> PathBuf {
     let cache = std::env::var_os("WARREN_CACHE")
@@ -39,7 +52,7 @@ fn example_pillar(root: &Path, manager: &str, with_release: bool) -> Value {
         .expect("warren: in pillar.example");
     warren.insert("root".into(), root.to_string_lossy().into());
     warren.insert("service_manager".into(), manager.into());
-    for component in ["edge", "connector"] {
+    for component in COMPONENTS {
         let c = warren[component].as_object_mut().unwrap();
         assert!(
             c.contains_key("release"),
@@ -119,6 +132,9 @@ fn show(work: &Workdir, component: &'static str, manager: &'static str) -> Resul
         }
         _ => expected.extend(["unit", "service"].map(|s| format!("{p}-{s}"))),
     }
+    if component == "rollout" {
+        expected.extend(["api-token", "webhook-token", "data"].map(|s| format!("{p}-{s}")));
+    }
     for id in &expected {
         ensure!(ids.contains(id), "{name}: no state `{id}` in {ids:?}");
     }
@@ -148,12 +164,15 @@ fn show(work: &Workdir, component: &'static str, manager: &'static str) -> Resul
             "{name}: warren-user lacks {want}: {user}"
         );
     }
-    // The secret goes to its file through contents_pillar, never inline.
+    // Secrets go to their files through contents_pillar, or a template
+    // that reads the pillar itself: never into a state's arguments.
     let text = local.to_string();
-    ensure!(
-        !text.contains("wrn1_example_not_a_real_token"),
-        "{name}: the token is in the rendered states"
-    );
+    for secret in SECRETS {
+        ensure!(
+            !text.contains(secret),
+            "{name}: the secret {secret} is in the rendered states"
+        );
+    }
     Ok(())
 }
 
@@ -196,6 +215,34 @@ fn apply_without_release(work: &Workdir, component: &'static str) -> Result<()> 
                 private_to_the_service(&home.join(file))?;
             }
         }
+        "rollout" => {
+            // What `rollout serve --config` reads: the database URL of the
+            // pillar, kept out of the command line.
+            let connect = rollout::cli::Connect {
+                config: Some(home.join("rollout.yaml")),
+                ..Default::default()
+            };
+            let database = connect
+                .database()
+                .map_err(|e| anyhow::anyhow!("{name}: rollout.yaml: {e}"))?;
+            let want = pillar["warren"]["rollout"]["database"].as_str().unwrap();
+            ensure!(
+                database == want,
+                "{name}: rollout.yaml names another database"
+            );
+            for (file, key) in [
+                ("api-token", "api_token"),
+                ("webhook-token", "webhook_token"),
+            ] {
+                let token = std::fs::read_to_string(home.join(file))?;
+                let want = pillar["warren"]["rollout"][key].as_str().unwrap();
+                ensure!(token.trim() == want, "{name}: {file} holds another token");
+            }
+            for file in ["api-token", "webhook-token", "rollout.yaml"] {
+                private_to_the_service(&home.join(file))?;
+            }
+            owned_by_the_service(&home.join("data"), 0o700)?;
+        }
         _ => {
             let path = home.join("connector.yaml");
             connector::config::ingress_from_file(&path)
@@ -207,6 +254,22 @@ fn apply_without_release(work: &Workdir, component: &'static str) -> Result<()> 
             }
         }
     }
+    Ok(())
+}
+
+/// A folder the service writes: owned by `warren`, with `mode`.
+fn owned_by_the_service(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    let (uid, gid) = service_user::ids(service_user::NAME).context("no user warren")?;
+    ensure!(
+        meta.mode() & 0o777 == mode && meta.uid() == uid && meta.gid() == gid,
+        "{} has mode {:o}, owner {}, group {} (want {mode:o} warren:warren)",
+        path.display(),
+        meta.mode() & 0o777,
+        meta.uid(),
+        meta.gid()
+    );
     Ok(())
 }
 
@@ -234,7 +297,7 @@ fn states_render_for_both_service_managers_and_write_configs_the_binaries_accept
     // by side.
     let results: Vec<(String, Result<()>)> = thread::scope(|s| {
         let mut jobs = Vec::new();
-        for component in ["edge", "connector"] {
+        for component in COMPONENTS {
             for manager in ["supervisord", "systemd"] {
                 let work = &work;
                 jobs.push((
@@ -257,7 +320,7 @@ fn states_render_for_both_service_managers_and_write_configs_the_binaries_accept
         .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e:#}")))
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    assert_eq!(results.len(), 6);
+    assert_eq!(results.len(), 9);
 }
 
 /// `scripts/release COMPONENT VERSION` with a stand-in binary; returns the
@@ -269,11 +332,22 @@ fn package(work: &Workdir, component: &str, version: &str) -> (PathBuf, String) 
     let binary = bin_dir.join(component);
     std::fs::write(&binary, "#!/bin/sh\nexit 0\n").unwrap();
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    package_from(work, component, version, &bin_dir)
+}
+
+/// `scripts/release COMPONENT VERSION --bin-dir BIN_DIR`; returns the
+/// tarball's path and sha256.
+fn package_from(
+    work: &Workdir,
+    component: &str,
+    version: &str,
+    bin_dir: &Path,
+) -> (PathBuf, String) {
     let out = Command::new(workspace().join("scripts/release"))
         .args([component, version, "--out"])
         .arg(work.join("releases"))
         .arg("--bin-dir")
-        .arg(&bin_dir)
+        .arg(bin_dir)
         .output()
         .unwrap();
     assert!(out.status.success(), "scripts/release: {out:?}");
@@ -440,7 +514,7 @@ fn service_definitions_run_as_an_unprivileged_user_in_a_sandbox() {
     let work = Workdir::new("salt-services");
     type Check = Box<dyn FnOnce(&Workdir) -> Result<()> + Send>;
     let mut checks: Vec<(&str, Check)> = Vec::new();
-    for component in ["edge", "connector"] {
+    for component in COMPONENTS {
         checks.push((
             "supervisord program",
             Box::new(move |work| {
@@ -502,6 +576,41 @@ fn service_definitions_run_as_an_unprivileged_user_in_a_sandbox() {
         }),
     ));
     checks.push((
+        "rollout unit",
+        Box::new(|work| {
+            let (unit, text) =
+                render_service(work, "rollout-systemd", "rollout", "systemd", |_| {})?;
+            has_lines("rollout unit", &text, SANDBOX)?;
+            // Its SQLite store is the one place it writes.
+            let data = work.join("rollout-systemd/host/rollout/data");
+            has_lines(
+                "rollout unit",
+                &text,
+                &[
+                    "CapabilityBoundingSet=",
+                    "PrivateTmp=yes",
+                    &format!("ReadWritePaths={}", data.display()),
+                ],
+            )?;
+            let exec = text
+                .lines()
+                .find(|l| l.starts_with("ExecStart="))
+                .context("no ExecStart")?;
+            for flag in [
+                "serve",
+                "--config",
+                "--api-token-file",
+                "--webhook-token-file",
+            ] {
+                ensure!(exec.split(' ').any(|w| w == flag), "no {flag}: {exec}");
+            }
+            for secret in SECRETS {
+                ensure!(!text.contains(secret), "the unit holds {secret}:\n{text}");
+            }
+            systemd_verifies("rollout unit", &unit)
+        }),
+    ));
+    checks.push((
         "edge on port 80 under supervisord",
         Box::new(|work| {
             let err = match render_service(
@@ -535,4 +644,321 @@ fn service_definitions_run_as_an_unprivileged_user_in_a_sandbox() {
             .collect()
     });
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The rollout state refuses, at render, what `rollout serve` would refuse
+/// at start (an address off loopback without TLS) and a database URL that
+/// is not PostgreSQL's, and says what to do without repeating the URL, which
+/// may hold a password.
+#[test]
+fn rollout_state_refuses_what_serve_would_and_never_repeats_the_database_url() {
+    let work = Workdir::new("salt-rollout-refusals");
+    type Edit = fn(&mut Value);
+    let cases: [(&str, Edit, &[&str]); 3] = [
+        (
+            "open",
+            |p| p["warren"]["rollout"]["config"]["listen"] = "0.0.0.0:9099".into(),
+            &[
+                "0.0.0.0:9099",
+                "not a loopback address",
+                "warren:rollout:tls",
+            ],
+        ),
+        (
+            "mysql",
+            |p| {
+                p["warren"]["rollout"]["database"] =
+                    "mysql://rollout:hunter2-secret@db.test/rollout".into()
+            },
+            &["warren:rollout:database", "postgres://", "SQLite"],
+        ),
+        (
+            "no-token",
+            |p| {
+                p["warren"]["rollout"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("api_token");
+            },
+            &["pillar warren:rollout:api_token is required"],
+        ),
+    ];
+    let failures: Vec<String> = thread::scope(|s| {
+        let jobs: Vec<_> = cases
+            .into_iter()
+            .map(|(name, edit, want)| {
+                let work = &work;
+                let job = s.spawn(move || -> Result<()> {
+                    let mut pillar = example_pillar(&work.join(name).join("host"), "systemd", true);
+                    edit(&mut pillar);
+                    let err =
+                        match run_salt(&work.join(name), "state.show_sls", &["rollout"], &pillar) {
+                            Ok(local) => bail!("rendered: {local}"),
+                            Err(e) => format!("{e:#}"),
+                        };
+                    for w in want {
+                        ensure!(err.contains(w), "the error does not say {w:?}: {err}");
+                    }
+                    ensure!(
+                        !err.contains("hunter2-secret"),
+                        "the error repeats the URL: {err}"
+                    );
+                    Ok(())
+                });
+                (name, job)
+            })
+            .collect();
+        jobs.into_iter()
+            .filter_map(|(name, job)| {
+                job.join()
+                    .expect("thread")
+                    .err()
+                    .map(|e| format!("{name}: {e:#}"))
+            })
+            .collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A supervisord of the test's own (socket, pidfile and include folder in
+/// its folder), shut down with its programs when dropped.
+struct Supervisord {
+    conf: PathBuf,
+    include_dir: PathBuf,
+    proc: tests::proc::Proc,
+}
+
+impl Supervisord {
+    fn start(dir: &Path) -> Supervisord {
+        let include_dir = dir.join("supervisord.d");
+        std::fs::create_dir_all(&include_dir).unwrap();
+        let d = dir.display();
+        let conf = dir.join("supervisord.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[unix_http_server]\nfile={d}/supervisor.sock\n\n\
+                 [supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
+                 nodaemon=true\nchildlogdir={d}\n\n\
+                 [rpcinterface:supervisor]\n\
+                 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
+                 [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\n\
+                 [include]\nfiles = {d}/supervisord.d/*.conf\n"
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("supervisord");
+        cmd.arg("-c").arg(&conf);
+        let proc = tests::proc::Proc::spawn("supervisord", cmd, &dir.join("supervisord.out"));
+        let sup = Supervisord {
+            conf,
+            include_dir,
+            proc,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while sup.pid("").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "supervisord did not answer within 20 s:\n{}",
+                sup.proc.log()
+            );
+            thread::sleep(std::time::Duration::from_millis(100));
+        }
+        sup
+    }
+
+    /// The pid of `program` (of supervisord itself for ""), when it runs.
+    fn pid(&self, program: &str) -> Option<u32> {
+        let out = Command::new("supervisorctl")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("pid")
+            .args((!program.is_empty()).then_some(program))
+            .output()
+            .ok()?;
+        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        (pid > 0).then_some(pid)
+    }
+}
+
+impl Drop for Supervisord {
+    fn drop(&mut self) {
+        // supervisord stops its programs (TERM) before it exits.
+        let _ = Command::new("supervisorctl")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("shutdown")
+            .output();
+        if self
+            .proc
+            .wait_exit(std::time::Duration::from_secs(30))
+            .is_none()
+        {
+            self.proc.kill();
+        }
+    }
+}
+
+/// The command line of process `pid`, its arguments joined by spaces.
+fn command_line(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw).replace('\0', " ")
+}
+
+/// Applies the rollout state; every state must succeed. Returns the
+/// state results.
+fn apply_rollout(dir: &Path, pillar: &Value) -> Value {
+    let local = run_salt(dir, "state.apply", &["rollout"], pillar).unwrap();
+    let failed: Vec<String> = local
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, state)| state["result"] != true)
+        .map(|(id, state)| format!("{id}: {}", state["comment"]))
+        .collect();
+    assert!(failed.is_empty(), "failed states:\n{}", failed.join("\n"));
+    local
+}
+
+/// The rollout state, applied masterless with a real supervisord and a
+/// release of the workspace's `rollout`: the controller serves as the
+/// unprivileged user with the token files the state wrote (private to it),
+/// its store in its data folder, and no secret on its command line; the same
+/// pillar again changes nothing; TLS and a new API token restart it, and
+/// then it serves HTTPS and accepts only the new token.
+#[tokio::test]
+async fn rollout_state_runs_the_controller_under_supervisord() {
+    use reqwest::StatusCode;
+    let work = Workdir::new("salt-rollout");
+    let salt_dir = work.join("salt");
+    let home = work.join("host/rollout");
+    let sup = Supervisord::start(&work.join("supervisor"));
+    let bin_dir = bin("rollout").parent().unwrap().to_path_buf();
+    let (tarball, sha) = package_from(&work, "rollout", "v-salt", &bin_dir);
+    let listen = tests::net::TestNet::new().addr(1, 9099);
+    let mut pillar = example_pillar(&work.join("host"), "supervisord", true);
+    pillar["warren"]["supervisord"] =
+        serde_json::json!({"conf_file": sup.conf, "include_dir": sup.include_dir});
+    let ctl = &mut pillar["warren"]["rollout"];
+    ctl["release"] = serde_json::json!({"version": "v-salt", "source": tarball, "sha256": sha});
+    ctl["config"]["listen"] = listen.to_string().into();
+    // The SQLite store in its data folder.
+    ctl.as_object_mut().unwrap().remove("database");
+    let api_token = ctl["api_token"].as_str().unwrap().to_string();
+    let webhook_token = ctl["webhook_token"].as_str().unwrap().to_string();
+
+    apply_rollout(&salt_dir, &pillar);
+    let pid = sup.pid("warren-rollout").expect("warren-rollout runs");
+    let (uid, _) = service_user::ids(service_user::NAME).unwrap();
+    let creds = service_user::credentials(pid).unwrap();
+    assert!(creds.uids.iter().all(|u| *u == uid), "{creds:?}");
+    let cmdline = command_line(pid);
+    for flag in ["--config", "--api-token-file", "--webhook-token-file"] {
+        assert!(cmdline.contains(flag), "{cmdline}");
+    }
+    for secret in [api_token.as_str(), webhook_token.as_str(), "sqlite:"] {
+        assert!(!cmdline.contains(secret), "{secret} in {cmdline}");
+    }
+    let program = std::fs::read_to_string(sup.include_dir.join("warren-rollout.conf")).unwrap();
+    for secret in SECRETS {
+        assert!(!program.contains(secret), "{secret} in\n{program}");
+    }
+    for file in ["api-token", "webhook-token", "rollout.yaml"] {
+        private_to_the_service(&home.join(file)).unwrap();
+    }
+    owned_by_the_service(&home.join("data"), 0o700).unwrap();
+    assert!(home.join("data/rollout.db").is_file(), "no SQLite store");
+
+    // It serves with the tokens of the files the state wrote.
+    let http = tests::http::plain_client();
+    let rollouts = format!("http://{listen}/v1/rollouts");
+    let resp = http.get(&rollouts).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = http
+        .get(&rollouts)
+        .bearer_auth(&api_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let webhook = format!("http://{listen}{}", rollout::serve::WEBHOOK_PATH);
+    let no_alerts = serde_json::json!({"version": "4", "alerts": []});
+    let resp = http
+        .post(&webhook)
+        .bearer_auth(&api_token)
+        .json(&no_alerts)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = http
+        .post(&webhook)
+        .bearer_auth(&webhook_token)
+        .json(&no_alerts)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let metrics = http
+        .get(format!("http://{listen}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"rollout_build_info{version="v-salt"} 1"#),
+        "{metrics}"
+    );
+
+    // The same pillar again: nothing changes, nothing restarts.
+    let local = apply_rollout(&salt_dir, &pillar);
+    for (id, state) in local.as_object().unwrap() {
+        assert_eq!(
+            state["changes"],
+            serde_json::json!({}),
+            "{id} changed: {state}"
+        );
+    }
+    assert_eq!(sup.pid("warren-rollout"), Some(pid), "restarted");
+
+    // HTTPS and a new API token: restarted, serving both.
+    let pki = tests::tunnel_setup::Pki::new(&work).dir;
+    let read = |f: &str| std::fs::read_to_string(pki.join(f)).unwrap();
+    let new_token = "wrn_api_the_second_token";
+    let ctl = &mut pillar["warren"]["rollout"];
+    ctl["tls"] = serde_json::json!({"cert_pem": read("edge.pem"), "key_pem": read("edge-key.pem")});
+    ctl["api_token"] = new_token.into();
+    apply_rollout(&salt_dir, &pillar);
+    let new_pid = sup.pid("warren-rollout").expect("warren-rollout runs");
+    assert_ne!(new_pid, pid, "not restarted");
+    private_to_the_service(&home.join("tls/rollout-key.pem")).unwrap();
+    assert!(!command_line(new_pid).contains(new_token));
+    rollout::tls::ensure_provider();
+    let ca = reqwest::Certificate::from_pem(read("ca.pem").as_bytes()).unwrap();
+    let https = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([ca])
+        .resolve(tests::tunnel_setup::EDGE_NAME, listen)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let rollouts = format!(
+        "https://{}:{}/v1/rollouts",
+        tests::tunnel_setup::EDGE_NAME,
+        listen.port()
+    );
+    for (token, want) in [
+        (new_token, StatusCode::OK),
+        (api_token.as_str(), StatusCode::UNAUTHORIZED),
+    ] {
+        let resp = https
+            .get(&rollouts)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), want);
+    }
 }

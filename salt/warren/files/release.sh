@@ -7,7 +7,7 @@
 #   release.sh unpack   HOME COMPONENT VERSION SHA256
 #   release.sh switch   HOME VERSION
 #   release.sh prune    HOME COMPONENT
-#   release.sh rollback HOME COMPONENT VERSION MANAGER CONF_FILE ADMIN TIMEOUT
+#   release.sh rollback HOME COMPONENT VERSION MANAGER CONF_FILE READY_URL TIMEOUT
 #
 # HOME is {root}/COMPONENT: releases/VERSION/ holds one release, `current` and
 # `previous` are relative symlinks into releases/, downloads/ the tarballs.
@@ -124,13 +124,17 @@ if found != sys.argv[2]:
 PY
 }
 
-ready() { # ADMIN TIMEOUT -> 0 when GET /ready answers 200 within TIMEOUT seconds
+# The certificate of an https URL is not checked: the probe asks our own
+# process on its own address (not the name the certificate is for), sends
+# nothing and reads only the status.
+ready() { # READY_URL TIMEOUT -> 0 when GET READY_URL answers 200 within TIMEOUT seconds
     "${WARREN_PYTHON:-python3}" - "$1" "$2" <<'PY'
-import sys, time, urllib.request
-url, deadline = f"http://{sys.argv[1]}/ready", time.time() + float(sys.argv[2])
+import ssl, sys, time, urllib.request
+url, deadline = sys.argv[1], time.time() + float(sys.argv[2])
+unchecked = ssl._create_unverified_context()
 while time.time() < deadline:
     try:
-        if urllib.request.urlopen(url, timeout=2).status == 200:
+        if urllib.request.urlopen(url, timeout=2, context=unchecked).status == 200:
             sys.exit(0)
     except Exception:
         pass
@@ -140,8 +144,8 @@ PY
 }
 
 rollback() {
-    home=$1 comp=$2 ver=$3 manager=$4 conf=$5 admin=$6 timeout=$7
-    what="$comp $ver did not become ready (GET http://$admin/ready answering 200 and ${comp}_build_info reporting $ver) within ${timeout}s"
+    home=$1 comp=$2 ver=$3 manager=$4 conf=$5 url=$6 timeout=$7
+    what="$comp $ver did not become ready (GET $url answering 200 and ${comp}_build_info reporting $ver) within ${timeout}s"
     cur=$(readlink "$home/current" 2>/dev/null || true)
     prev=$(readlink "$home/previous" 2>/dev/null || true)
     if [ -z "$prev" ] || [ "$prev" = "releases/$ver" ] || [ ! -x "$home/$prev/$comp" ]; then
@@ -168,7 +172,7 @@ rollback() {
         say yes "$what; rolled back current to $prev, but restarting warren-$comp failed: $out"
         exit 1
     fi
-    if ready "$admin" "$timeout"; then
+    if ready "$url" "$timeout"; then
         say yes "$what; ROLLED BACK: current points to $prev again and warren-$comp was $how and is ready, so this host keeps serving $(basename "$prev")"
     else
         say yes "$what; rolled back current to $prev and restarted warren-$comp, but it is not ready either"
