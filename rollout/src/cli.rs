@@ -77,13 +77,16 @@ struct ConfigFile {
     dashboards: Option<PathBuf>,
 }
 
-/// How plans and statuses are printed.
+/// How plans, statuses and progress are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum Output {
-    /// For people.
+    /// For people: a table, or progress lines that start with the time of
+    /// day in UTC (`[15:08:16.1] ...`).
     #[default]
+    #[value(alias = "plain")]
     Table,
-    /// For programs.
+    /// For programs: one JSON document, or for progress one JSON object
+    /// per event and line (`{"at": RFC 3339 UTC, "event": ..., ...}`).
     Json,
 }
 
@@ -114,10 +117,10 @@ pub enum Command {
     /// Go on with a paused rollout (or one whose controller was killed),
     /// from the exact step it stopped at; finished batches are not applied
     /// again.
-    Resume(RolloutArg),
+    Resume(RunArgs),
     /// Roll a paused rollout back: every host it touched returns to its
     /// previous release, newest first.
-    Abort(RolloutArg),
+    Abort(RunArgs),
     /// Serve the controller's HTTP API: Salt pillar of assigned releases,
     /// rollout status, metrics, and Alertmanager's webhook.
     Serve(ServeArgs),
@@ -161,6 +164,11 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
+    /// Progress as plain lines (`table`, also `plain`: `[HH:MM:SS.d]`
+    /// time of day in UTC, then the event) or JSON lines (the plan table
+    /// then goes to stderr, so stdout holds only events).
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 /// Arguments of `rollout status`.
@@ -188,11 +196,23 @@ pub struct HistoryArgs {
     pub id: Option<String>,
 }
 
-/// The one rollout that `pause`, `resume` and `abort` act on.
+/// The one rollout that `pause` acts on.
 #[derive(Debug, Args)]
 pub struct RolloutArg {
     /// Rollout id.
     pub id: String,
+}
+
+/// The rollout that `resume` and `abort` run here, and how its progress
+/// is printed.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Rollout id.
+    pub id: String,
+    /// Progress as plain lines (`table`, also `plain`: `[HH:MM:SS.d]`
+    /// time of day in UTC, then the event) or one JSON object per event.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 /// Arguments of `rollout serve`.

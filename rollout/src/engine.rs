@@ -22,6 +22,7 @@ use crate::controller::Controller;
 use crate::gate::{self, Analysis, Limits, Phase};
 use crate::inventory::Inventory;
 use crate::plan::Plan;
+use crate::progress::{Progress, describe_labels};
 use crate::spec::{Component, GateLength, Spec};
 use crate::store::{AlertRecord, Event, Release, RolloutId, RolloutState, Step, Store, StoreError};
 
@@ -106,25 +107,14 @@ async fn unless_alarm<T>(alarm: &CancellationToken, work: impl Future<Output = T
     }
 }
 
-/// `Name{label="value", ...}` of an alert's labels.
-fn describe_labels(labels: &BTreeMap<String, String>) -> String {
-    let name = labels.get("alertname").map_or("alert", String::as_str);
-    let rest: Vec<String> = labels
-        .iter()
-        .filter(|(k, _)| k.as_str() != "alertname")
-        .map(|(k, v)| format!("{k}=\"{v}\""))
-        .collect();
-    format!("{name}{{{}}}", rest.join(","))
-}
-
 /// Runs rollouts against the controller's outside systems and the store.
 pub struct Engine<'a> {
     /// Salt and Prometheus.
     pub controller: &'a Controller,
     /// The store.
     pub store: &'a Store,
-    /// Where progress lines go (a terminal, a log).
-    pub progress: &'a (dyn Fn(&str) + Sync),
+    /// Where progress events go (a view: plain lines, JSON lines, ...).
+    pub progress: &'a (dyn Fn(&Progress) + Sync),
 }
 
 impl Engine<'_> {
@@ -168,9 +158,9 @@ impl Engine<'_> {
                 None => Ok(()),
             },
             Err(e) => {
-                self.say(&format!(
-                    "alertmanager: {e}; cannot check for firing alerts before starting"
-                ));
+                self.say(Progress::AlertCheckSkipped {
+                    error: e.to_string(),
+                });
                 Ok(())
             }
         }
@@ -239,10 +229,10 @@ impl Engine<'_> {
             Ok(StagesEnd::Succeeded) => {
                 self.store.set_state(id, RolloutState::Succeeded).await?;
                 marks.point(&format!("{} rollout succeeded", spec.describe()));
-                self.say(&format!(
-                    "rollout {id} succeeded: {} everywhere planned",
-                    spec.describe()
-                ));
+                self.say(Progress::Succeeded {
+                    rollout: id.clone(),
+                    what: spec.describe(),
+                });
                 Ok(Outcome::Succeeded)
             }
             Ok(StagesEnd::Fail(reason)) => {
@@ -278,22 +268,24 @@ impl Engine<'_> {
                     .await?;
                 self.store.set_state(id, RolloutState::Paused).await?;
                 marks.point(&format!("paused: {reason}"));
-                self.say(&format!(
-                    "PAUSED: {reason}; run `rollout resume {id}` or `rollout abort {id}`"
-                ));
+                self.say(Progress::Paused {
+                    rollout: id.clone(),
+                    reason: reason.clone(),
+                });
                 Ok(Outcome::Paused(reason))
             }
             Ok(StagesEnd::Interrupted(reason)) => {
-                self.say(&format!("stopping: rollout {id} was {reason}"));
+                self.say(Progress::Stopping {
+                    rollout: id.clone(),
+                    reason: reason.clone(),
+                });
                 Ok(Outcome::Paused(reason))
             }
             Err(e) => Err(e),
         };
         let (sent, failed) = marks.flush(ANNOTATION_FLUSH).await;
         if failed > 0 {
-            self.say(&format!(
-                "grafana: {failed} annotation(s) could not be written ({sent} written); the rollout did not wait for them"
-            ));
+            self.say(Progress::AnnotationsLost { failed, sent });
         }
         outcome
     }
@@ -341,10 +333,11 @@ impl Engine<'_> {
                         None,
                     )
                     .await?;
-                    self.say(&format!(
-                        "{previous} done on every planned host (gates green, versions confirmed); {component} {} next",
-                        part.version
-                    ));
+                    self.say(Progress::ComponentDone {
+                        component: previous,
+                        next: component,
+                        version: part.version.clone(),
+                    });
                     marks.point(&format!(
                         "{previous} done; {component} {} starts",
                         part.version
@@ -374,15 +367,14 @@ impl Engine<'_> {
                     );
                     opened = true;
                 }
-                self.say(&format!(
-                    "stage {}/{} `{}`, batch {}/{}: {}",
-                    si + 1,
-                    plan.stages.len(),
-                    stage.cohort,
-                    batch.index + 1,
-                    stage.batches.len(),
-                    batch.hosts.join(", ")
-                ));
+                self.say(Progress::BatchStarted {
+                    stage: si + 1,
+                    stages: plan.stages.len(),
+                    cohort: stage.cohort.clone(),
+                    batch: batch.index + 1,
+                    batches: stage.batches.len(),
+                    hosts: batch.hosts.clone(),
+                });
                 let at = json!({"stage": si, "batch": batch.index});
                 for host in &batch.hosts {
                     if touched.iter().any(|(h, c, _)| h == host && *c == component) {
@@ -412,11 +404,11 @@ impl Engine<'_> {
                 match end {
                     BatchEnd::Done => {
                         self.store.finish_batch(id, si, batch.index).await?;
-                        self.say(&format!(
-                            "  batch {} of `{}` done",
-                            batch.index + 1,
-                            stage.cohort
-                        ));
+                        self.say(Progress::BatchDone {
+                            stage: si + 1,
+                            batch: batch.index + 1,
+                            cohort: stage.cohort.clone(),
+                        });
                     }
                     BatchEnd::Fail(reason) => {
                         marks.close(&stage_mark, &format!("{stage_mark} failed: {reason}"));
@@ -456,11 +448,10 @@ impl Engine<'_> {
         let mut poll_error: Option<String> = None;
         loop {
             if let Some(a) = self.store.rollout_alerts(id).await?.first() {
-                self.say(&format!(
-                    "ALERT {} received by {}: stopping the rollout",
-                    describe_labels(&a.labels),
-                    a.source
-                ));
+                self.say(Progress::AlertReceived {
+                    labels: a.labels.clone(),
+                    source: a.source.clone(),
+                });
                 alarm.cancel();
                 return Ok(());
             }
@@ -471,7 +462,7 @@ impl Engine<'_> {
                 match am.firing().await {
                     Ok(firing) => {
                         if poll_error.take().is_some() {
-                            self.say("  alertmanager: reachable again");
+                            self.say(Progress::AlertmanagerReachable);
                         }
                         alerts::route(self.store, &firing, Source::Poll).await?;
                         continue;
@@ -479,9 +470,7 @@ impl Engine<'_> {
                     Err(e) => {
                         let e = e.to_string();
                         if poll_error.as_ref() != Some(&e) {
-                            self.say(&format!(
-                                "  alertmanager: {e}; alerts still arrive by webhook"
-                            ));
+                            self.say(Progress::AlertmanagerUnreachable { error: e.clone() });
                             tracing::warn!(error = %e, "polling Alertmanager failed");
                         }
                         poll_error = Some(e);
@@ -517,12 +506,12 @@ impl Engine<'_> {
         if let Some(t) = at("rolled_back") {
             lines.push(("rollback done: every touched host back".into(), t));
         }
-        self.say("timeline:");
+        self.say(Progress::Timeline);
         for (what, t) in lines {
-            self.say(&format!(
-                "  {:>+7.1} s  {what}",
-                (t - start) as f64 / 1000.0
-            ));
+            self.say(Progress::TimelineEntry {
+                offset_ms: t - start,
+                what,
+            });
         }
     }
 
@@ -555,11 +544,9 @@ impl Engine<'_> {
                 let jid = match recorded {
                     Some(jid) => {
                         if salt.job_known(&jid).await? {
-                            self.say(&format!(
-                                "  salt: waiting for job {jid}, started before the restart"
-                            ));
+                            self.say(Progress::SaltJobWaiting { jid: jid.clone() });
                         } else {
-                            self.say(&format!("  salt: job {jid} never started; starting it"));
+                            self.say(Progress::SaltJobNeverStarted { jid: jid.clone() });
                             salt.apply_async(hosts, component.as_str(), &jid).await?;
                         }
                         jid
@@ -570,12 +557,13 @@ impl Engine<'_> {
                         self.journal(id, "salt_apply", detail, None)
                             .await
                             .map_err(|e| crate::salt::SaltError::BadResponse(e.to_string()))?;
-                        self.say(&format!(
-                            "  salt: state.apply {component} on {} (job {jid})",
-                            hosts.join(", ")
-                        ));
+                        self.say(Progress::SaltJobSent {
+                            component,
+                            hosts: hosts.to_vec(),
+                            jid: jid.clone(),
+                        });
                         salt.apply_async(hosts, component.as_str(), &jid).await?;
-                        self.say(&format!("  salt: job {jid} running"));
+                        self.say(Progress::SaltJobRunning { jid: jid.clone() });
                         jid
                     }
                 };
@@ -593,7 +581,10 @@ impl Engine<'_> {
             self.journal(id, "salt_result", detail, None).await?;
             let failures = report.failures();
             for (host, outcome) in &failures {
-                self.say(&format!("  {host}: {}", outcome.describe()));
+                self.say(Progress::HostFailed {
+                    host: host.to_string(),
+                    result: (*outcome).clone(),
+                });
             }
             if !failures.is_empty()
                 && (failures.len() > spec.limits.max_failed_hosts as usize
@@ -624,12 +615,11 @@ impl Engine<'_> {
             None,
         )
         .await?;
-        self.say(&format!(
-            "  {} {} live on {}",
+        self.say(Progress::VersionLive {
             component,
-            release.version,
-            hosts.join(", ")
-        ));
+            version: release.version.clone(),
+            hosts: hosts.to_vec(),
+        });
         self.bake(id, spec, stage, (component, &release.version), bake, alarm)
             .await
     }
@@ -696,11 +686,10 @@ impl Engine<'_> {
                 Err(e) => return Ok(BatchEnd::Fail(format!("gate {}: {e}", g.name))),
             }
         }
-        self.say(&format!(
-            "  baking {} with {} gate(s)",
-            daemon::duration::format(bake),
-            gates.len()
-        ));
+        self.say(Progress::Baking {
+            bake_ms: u64::try_from(bake.as_millis()).unwrap_or(u64::MAX),
+            gates: gates.len(),
+        });
         loop {
             if alarm.is_cancelled() {
                 return Ok(BatchEnd::Alarm);
@@ -727,10 +716,7 @@ impl Engine<'_> {
                 };
                 self.journal(id, "gate", json!({"stage": stage, "gate": g.name, "value": value, "outcome": outcome, "phase": phase}), None)
                     .await?;
-                self.say(&format!(
-                    "  gate {}: {} ({outcome:?}, {condition})",
-                    g.name, value
-                ));
+                self.say(Progress::gate(&g.name, &m, outcome, phase, &condition));
                 match phase {
                     Phase::Failed => {
                         return Ok(BatchEnd::Fail(format!(
@@ -788,7 +774,9 @@ impl Engine<'_> {
         cause: serde_json::Value,
         marks: &Annotator,
     ) -> Result<Outcome, EngineError> {
-        self.say(&format!("ROLLING BACK: {reason}"));
+        self.say(Progress::RollingBack {
+            reason: reason.clone(),
+        });
         let applied: BTreeSet<(String, Component)> = self
             .store
             .history(id)
@@ -825,7 +813,7 @@ impl Engine<'_> {
                     self.confirm_back(done, &std::mem::take(&mut pending), spec)
                         .await,
                 );
-                self.say(&format!("  {done}: every touched host is back"));
+                self.say(Progress::ComponentBack { component: done });
             }
             current = Some(component);
             if let Some(r) = previous {
@@ -846,12 +834,11 @@ impl Engine<'_> {
                 Some(r) => self.store.assign(host, component, r).await?,
                 None => self.store.unassign(host, component).await?,
             }
-            self.say(&format!(
-                "  {host}: {component} back to {}",
-                previous
-                    .as_ref()
-                    .map_or("its unmanaged release", |r| r.version.as_str())
-            ));
+            self.say(Progress::HostBack {
+                host: host.clone(),
+                component,
+                version: previous.as_ref().map(|r| r.version.clone()),
+            });
             match self
                 .controller
                 .salt
@@ -909,9 +896,9 @@ impl Engine<'_> {
                 "rollback",
                 "rolled back: every touched host is on its previous release",
             );
-            self.say(&format!(
-                "rolled back: every touched host is on its previous release ({reason})"
-            ));
+            self.say(Progress::RolledBack {
+                reason: reason.clone(),
+            });
             Ok(Outcome::RolledBack(reason))
         } else {
             let why = format!("{reason}; the rollback failed on {}", failed.join("; "));
@@ -1015,8 +1002,8 @@ impl Engine<'_> {
         Ok(())
     }
 
-    fn say(&self, line: &str) {
-        (self.progress)(line);
+    fn say(&self, event: Progress) {
+        (self.progress)(&event);
     }
 }
 

@@ -20,6 +20,7 @@ pub mod gate;
 pub mod inventory;
 pub mod minion;
 pub mod plan;
+pub mod progress;
 pub mod spec;
 pub mod status;
 pub mod store;

@@ -1,19 +1,19 @@
 //! `rollout apply PLAN.json` or `rollout apply -f SPEC`: show the plan, ask
 //! (unless --yes), start the rollout in the store and run it here, one
-//! progress line per event. Exits as the rollout ended (`Outcome::exit_code`).
+//! progress line (or JSON object) per event. Exits as the rollout ended (`Outcome::exit_code`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use rollout::cli::{ApplyArgs, Connect};
+use rollout::cli::{ApplyArgs, Connect, Output};
 use rollout::controller::Controller;
 use rollout::engine::{Engine, Outcome};
 use rollout::plan::Plan;
+use rollout::progress::Progress;
 use rollout::spec::Spec;
 
-use super::shared::{
-    EXIT_INVALID_SPEC, connect_store, database, fail, load_spec, progress_line, read_plan_file,
-};
+use super::events::view;
+use super::shared::{EXIT_INVALID_SPEC, connect_store, database, fail, load_spec, read_plan_file};
 
 pub async fn run(connect: Connect, args: ApplyArgs) -> ExitCode {
     let database = match database(&connect) {
@@ -28,7 +28,11 @@ pub async fn run(connect: Connect, args: ApplyArgs) -> ExitCode {
         Ok(sp) => sp,
         Err(code) => return code,
     };
-    print!("{}", p.render_table());
+    // With JSON lines on stdout, the table a person confirms goes to stderr.
+    match args.output {
+        Output::Table => print!("{}", p.render_table()),
+        Output::Json => eprint!("{}", p.render_table()),
+    }
     if !args.yes
         && let Err(code) = confirm()
     {
@@ -38,7 +42,7 @@ pub async fn run(connect: Connect, args: ApplyArgs) -> ExitCode {
         Ok(st) => st,
         Err(code) => return code,
     };
-    let say = progress_line;
+    let say = view(args.output);
     let engine = Engine {
         controller: &controller,
         store: &store,
@@ -48,7 +52,10 @@ pub async fn run(connect: Connect, args: ApplyArgs) -> ExitCode {
         Ok(id) => id,
         Err(e) => return fail(1, &format!("not started: {e}")),
     };
-    say(&format!("rollout {id} started: {}", s.describe()));
+    say(&Progress::Started {
+        rollout: id.clone(),
+        what: s.describe(),
+    });
     match engine.run(&id).await {
         Ok(outcome) => {
             if let Outcome::RolledBack(reason) | Outcome::Failed(reason) = &outcome {

@@ -4,6 +4,7 @@
 
 pub mod abort;
 pub mod apply;
+pub mod events;
 pub mod history;
 pub mod pause;
 pub mod plan;

@@ -3,22 +3,27 @@
 
 use std::process::ExitCode;
 
-use rollout::cli::{Connect, RolloutArg};
+use rollout::cli::{Connect, RunArgs};
+use rollout::progress::Progress;
 use rollout::store::RolloutId;
 
-use super::shared::{attach, finish, progress_line};
+use super::events::view;
+use super::shared::{attach, finish};
 
-pub async fn run(connect: Connect, args: RolloutArg) -> ExitCode {
+pub async fn run(connect: Connect, args: RunArgs) -> ExitCode {
     let (controller, store) = match attach(connect).await {
         Ok(cs) => cs,
         Err(code) => return code,
     };
+    let say = view(args.output);
     let engine = rollout::engine::Engine {
         controller: &controller,
         store: &store,
-        progress: &progress_line,
+        progress: &say,
     };
     let id = RolloutId(args.id);
-    progress_line(&format!("resuming {id}"));
+    say(&Progress::Resuming {
+        rollout: id.clone(),
+    });
     finish(&id, engine.run(&id).await)
 }

@@ -75,15 +75,6 @@ pub async fn pick(store: &Store, id: Option<String>) -> Result<RolloutId, ExitCo
     }
 }
 
-/// One progress line per event, with a timestamp (epoch seconds).
-pub fn progress_line(line: &str) {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default();
-    println!("[{t:.1}] {line}");
-}
-
 /// The exit code and the closing message of a resumed or aborted run.
 pub fn finish(id: &RolloutId, result: Result<Outcome, EngineError>) -> ExitCode {
     match result {

@@ -493,7 +493,7 @@ impl Fleet {
             .wait_versions("connector", "v1", &fleet.ids(Some(Role::Connector)))
             .await;
         eprintln!(
-            "fleet up in {:?} (minions answering after {salt_ready:?}, highstate done after {highstate_done:?}); \
+            "fleet up in {:.1?} (minions answering after {salt_ready:.1?}, highstate done after {highstate_done:.1?}); \
              {} processes use {} MiB (PSS)",
             started.elapsed(),
             fleet.pids().len(),
