@@ -60,7 +60,8 @@ pub struct TcpShared {
     pub per_client: Arc<Counter<IpAddr>>,
     /// `--tcp-max-connections-per-tunnel`.
     pub per_tunnel: Arc<Counter<TunnelId>>,
-    /// Every TCP relay, so shutdown waits for them up to the grace period.
+    /// Every relay (TCP connections and upgraded WebSockets), so shutdown
+    /// waits for them up to the grace period.
     pub relays: TaskTracker,
     /// Throttles the log line about refused connections.
     pub refusal_log: LogLimiter,

@@ -145,7 +145,10 @@ pub(crate) async fn forward(
     // connection's task too: hyper sends the 101, then hands over the
     // connection. It keeps the connection's places in the caps.
     let conn = conn.clone();
-    tokio::spawn(async move {
+    // Tracked with the TCP relays: a draining worker (an upgrade in place,
+    // SIGTERM) waits for open WebSockets, within its grace period, before
+    // it exits and closes them.
+    proxy.tcp.relays.spawn(async move {
         let upgraded = match upgrade.await {
             Ok(u) => TokioIo::new(u),
             Err(e) => {

@@ -1,6 +1,7 @@
 //! An edge upgraded in place refuses nothing: under a steady 200
-//! requests/s with server-sent event streams held open, `edge upgrade` run
-//! 20 times in a row fails no request and cuts no stream, while the
+//! requests/s with server-sent event streams held open and WebSockets open
+//! at every moment, `edge upgrade` run 20 times in a row fails no request
+//! and cuts no stream or WebSocket, while the
 //! supervisor's pid stays and the worker's changes each time. A release
 //! that exits at once fails its upgrade, says why, and the old worker goes
 //! on serving without a refused request. (tests/tests/load_restart.rs shows
@@ -59,6 +60,11 @@ impl Tunnel {
         // (across every upgrade) until the generator releases it at the end.
         spec.mix.sse_events = 20;
         spec.mix.sse_interval = Duration::from_millis(100);
+        // WebSockets open at every moment, each for a second: every worker
+        // that is replaced has some, and must finish them before it exits.
+        spec.mix.websockets = 8;
+        spec.mix.session_lifetime = Duration::from_secs(1);
+        spec.mix.session_interval = Duration::from_millis(50);
         spec
     }
 }
@@ -121,6 +127,7 @@ async fn twenty_upgrades_in_a_row_under_load_fail_nothing() {
     eprintln!("{report}");
     report.assert_no_failures();
     assert!(report.requests >= 1_000, "{report}");
+    assert!(report.websockets.finished >= 20, "{report}");
     assert_eq!(report.sse.len(), 4, "{report}");
     for s in &report.sse {
         assert!(

@@ -26,6 +26,18 @@ const SECRETS: &[&str] = &[
     "example-not-a-real-password",
 ];
 
+/// Joins named checks run on scoped threads: the failures, each named.
+fn failures_of(jobs: Vec<(&str, thread::ScopedJoinHandle<'_, Result<()>>)>) -> Vec<String> {
+    jobs.into_iter()
+        .filter_map(|(name, job)| {
+            job.join()
+                .expect("thread")
+                .err()
+                .map(|e| format!("{name}: {e:#}"))
+        })
+        .collect()
+}
+
 fn salt_call() -> PathBuf {
     let cache = std::env::var_os("WARREN_CACHE")
         .map(PathBuf::from)
@@ -634,14 +646,7 @@ fn service_definitions_run_as_an_unprivileged_user_in_a_sandbox() {
             .into_iter()
             .map(|(name, check)| (name, s.spawn(|| check(&work))))
             .collect();
-        jobs.into_iter()
-            .filter_map(|(name, job)| {
-                job.join()
-                    .expect("thread")
-                    .err()
-                    .map(|e| format!("{name}: {e:#}"))
-            })
-            .collect()
+        failures_of(jobs)
     });
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
@@ -708,14 +713,7 @@ fn rollout_state_refuses_what_serve_would_and_never_repeats_the_database_url() {
                 (name, job)
             })
             .collect();
-        jobs.into_iter()
-            .filter_map(|(name, job)| {
-                job.join()
-                    .expect("thread")
-                    .err()
-                    .map(|e| format!("{name}: {e:#}"))
-            })
-            .collect()
+        failures_of(jobs)
     });
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -1012,6 +1012,24 @@ impl Drop for ConnTask {
     }
 }
 
+/// The client side of one HTTP/1.1 connection.
+type Http1 = (
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>,
+);
+
+/// A new connection to `addr` (no Nagle: the requests are small) and the
+/// HTTP/1.1 handshake on it.
+async fn connect_http1(addr: SocketAddr) -> Result<Http1, Cause> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| Cause::from_io(&e))?;
+    let _ = stream.set_nodelay(true);
+    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Cause::from_hyper(&e))
+}
+
 /// A new connection to `target`, one request on it, its answer's head.
 async fn exchange(
     shared: &Shared,
@@ -1020,14 +1038,7 @@ async fn exchange(
     path: &str,
     body: Bytes,
 ) -> Result<(StatusCode, Incoming, ConnTask), Cause> {
-    let addr = shared.spec.targets[target].addr;
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| Cause::from_io(&e))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| Cause::from_hyper(&e))?;
+    let (mut sender, conn) = connect_http1(shared.spec.targets[target].addr).await?;
     let conn = ConnTask(tokio::spawn(async move {
         let _ = conn.await;
     }));

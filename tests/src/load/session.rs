@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -192,13 +192,7 @@ async fn open(shared: &Shared, kind: Kind, target: usize) -> Result<Box<dyn Io>,
 
 /// `GET /ws` with an upgrade to a WebSocket, the answer's accept key checked.
 async fn open_websocket(shared: &Shared, addr: std::net::SocketAddr) -> Result<Box<dyn Io>, Cause> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| Cause::from_io(&e))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| Cause::from_hyper(&e))?;
+    let (mut sender, conn) = super::connect_http1(addr).await?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
@@ -210,7 +204,7 @@ async fn open_websocket(shared: &Shared, addr: std::net::SocketAddr) -> Result<B
         .header(header::CONNECTION, "Upgrade")
         .header(header::SEC_WEBSOCKET_VERSION, "13")
         .header(header::SEC_WEBSOCKET_KEY, &key)
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::new()))
         .map_err(|e| Cause::Other(format!("build request: {e}")))?;
     let resp = sender
         .send_request(req)
