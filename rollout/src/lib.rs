@@ -8,6 +8,7 @@ pub mod annotations;
 pub mod auth;
 pub mod cli;
 pub mod controller;
+pub mod display;
 pub mod engine;
 pub mod grafana;
 pub mod https;

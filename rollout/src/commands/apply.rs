@@ -12,7 +12,7 @@ use rollout::plan::Plan;
 use rollout::progress::Progress;
 use rollout::spec::Spec;
 
-use super::events::view;
+use super::events::View;
 use super::shared::{EXIT_INVALID_SPEC, connect_store, database, fail, load_spec, read_plan_file};
 
 pub async fn run(connect: Connect, args: ApplyArgs) -> ExitCode {
@@ -30,8 +30,8 @@ pub async fn run(connect: Connect, args: ApplyArgs) -> ExitCode {
     };
     // With JSON lines on stdout, the table a person confirms goes to stderr.
     match args.output {
-        Output::Table => print!("{}", p.render_table()),
         Output::Json => eprint!("{}", p.render_table()),
+        Output::Auto | Output::Tty | Output::Plain => print!("{}", p.render_table()),
     }
     if !args.yes
         && let Err(code) = confirm()
@@ -42,7 +42,8 @@ pub async fn run(connect: Connect, args: ApplyArgs) -> ExitCode {
         Ok(st) => st,
         Err(code) => return code,
     };
-    let say = view(args.output);
+    let view = View::open(args.output);
+    let say = |event: &Progress| view.say(event);
     let engine = Engine {
         controller: &controller,
         store: &store,
@@ -50,13 +51,18 @@ pub async fn run(connect: Connect, args: ApplyArgs) -> ExitCode {
     };
     let id = match engine.start(&s, &p).await {
         Ok(id) => id,
-        Err(e) => return fail(1, &format!("not started: {e}")),
+        Err(e) => {
+            view.close().await;
+            return fail(1, &format!("not started: {e}"));
+        }
     };
     say(&Progress::Started {
         rollout: id.clone(),
         what: s.describe(),
     });
-    match engine.run(&id).await {
+    let result = engine.run(&id).await;
+    view.close().await;
+    match result {
         Ok(outcome) => {
             if let Outcome::RolledBack(reason) | Outcome::Failed(reason) = &outcome {
                 eprintln!("rollout: {id}: {reason}");

@@ -19,8 +19,8 @@ pub async fn run(connect: Connect, args: StatusArgs) -> ExitCode {
         Err(code) => return code,
     };
     let format = match args.output {
-        Output::Table => status::Format::Table,
         Output::Json => status::Format::Json,
+        Output::Auto | Output::Tty | Output::Plain => status::Format::Table,
     };
     if args.watch {
         let mut print = |line: &str| println!("{line}");
