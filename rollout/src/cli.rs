@@ -93,14 +93,22 @@ struct ConfigFile {
     server_ca: Option<PathBuf>,
 }
 
-/// How plans, statuses and progress are printed.
+/// How plans, statuses and progress are printed. Plans and statuses are a
+/// table for every value but `json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum Output {
-    /// For people: a table, or progress lines that start with the time of
-    /// day in UTC (`[15:08:16.1] ...`).
+    /// `tty` when stdout is a terminal (and TERM is not `dumb`), else
+    /// `plain`.
     #[default]
-    #[value(alias = "plain")]
-    Table,
+    Auto,
+    /// For a person at a terminal: progress as a live display redrawn in
+    /// place (stages, a bar of the stage's batches, the bake countdown, the
+    /// last gate values, the last events).
+    Tty,
+    /// For people and logs: a table, or progress lines that start with the
+    /// time of day in UTC (`[15:08:16.1] ...`).
+    #[value(alias = "table")]
+    Plain,
     /// For programs: one JSON document, or for progress one JSON object
     /// per event and line (`{"at": RFC 3339 UTC, "event": ..., ...}`).
     Json,
@@ -186,9 +194,9 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
-    /// Progress as plain lines (`table`, also `plain`: `[HH:MM:SS.d]`
-    /// time of day in UTC, then the event) or JSON lines (the plan table
-    /// then goes to stderr, so stdout holds only events).
+    /// Progress as a live display on a terminal, plain lines
+    /// (`[HH:MM:SS.d]` time of day in UTC, then the event) or JSON lines
+    /// (the plan table then goes to stderr, so stdout holds only events).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -231,8 +239,9 @@ pub struct RolloutArg {
 pub struct RunArgs {
     /// Rollout id.
     pub id: String,
-    /// Progress as plain lines (`table`, also `plain`: `[HH:MM:SS.d]`
-    /// time of day in UTC, then the event) or one JSON object per event.
+    /// Progress as a live display on a terminal, plain lines
+    /// (`[HH:MM:SS.d]` time of day in UTC, then the event) or one JSON
+    /// object per event.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }

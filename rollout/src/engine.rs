@@ -919,6 +919,9 @@ impl Engine<'_> {
                 .await?;
             self.store.set_state(id, RolloutState::Failed).await?;
             marks.close("rollback", &format!("rollback failed: {why}"));
+            self.say(Progress::RollbackFailed {
+                reason: why.clone(),
+            });
             Ok(Outcome::Failed(why))
         }
     }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod controller;
+pub mod display;
 pub mod engine;
 pub mod grafana;
 pub mod https;

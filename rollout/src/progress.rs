@@ -199,6 +199,11 @@ pub enum Progress {
         /// Why the rollout rolled back.
         reason: String,
     },
+    /// The rollback could not put every touched host back: a person must.
+    RollbackFailed {
+        /// Why the rollout rolled back, and on which hosts it failed.
+        reason: String,
+    },
     /// The timeline of an alert rollback follows.
     Timeline,
     /// One moment of that timeline.
@@ -366,6 +371,7 @@ impl fmt::Display for Progress {
                 f,
                 "rolled back: every touched host is on its previous release ({reason})"
             ),
+            Self::RollbackFailed { reason } => write!(f, "ROLLBACK FAILED: {reason}"),
             Self::Timeline => write!(f, "timeline:"),
             Self::TimelineEntry { offset_ms, what } => {
                 write!(f, "  {:>+7.1} s  {what}", *offset_ms as f64 / 1000.0)

@@ -24,5 +24,6 @@ pub mod recording_origin;
 pub mod rollouts;
 pub mod sshd;
 pub mod tcp_origin;
+pub mod tty;
 pub mod tunnel_setup;
 pub mod workdir;

@@ -225,6 +225,117 @@ async fn a_bad_canary_is_rolled_back_by_an_alert_through_the_webhook() {
     assert_eq!(count("alert"), 1);
     assert_eq!(count("rollback_started"), 1);
     assert_eq!(count("rolled_back"), 1);
+
+    // The same on the same fleet with the rollout run by the controller
+    // service and no CLI process anywhere.
+    served_bad_canary_rolled_back(&fleet).await;
+}
+
+/// A bad edge v3 submitted to the fleet's `rollout serve` with `apply
+/// --server`, whose CLI is killed at once: the webhook's alert rolls it
+/// back inside the service, and the journal shows the same timeline as a
+/// rollout `apply` runs.
+async fn served_bad_canary_rolled_back(fleet: &Fleet) {
+    let _traffic = fleet.start_traffic();
+    let bad = fleet.release("edge", "v3", &["--fault-http-500-ratio", "0.5"]);
+    let spec = fleet.work.join("served-spec.yaml");
+    EdgeSpec::new(&bad, "5m")
+        .rollback_alert(r#"{alertname="EdgeReleaseErrorRatioHigh", version="v3"}"#)
+        .write(&spec);
+    let plan = fleet.work.join("served-plan.json");
+    let out = Command::new(bin("rollout"))
+        .args([
+            "plan",
+            "-f",
+            spec.to_str().unwrap(),
+            "-o",
+            plan.to_str().unwrap(),
+        ])
+        .envs(fleet.rollout_env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = fleet.work.join("served-apply.log");
+    let mut cli = tests::proc::Proc::spawn(
+        "rollout apply --server",
+        {
+            let mut cmd = Command::new(bin("rollout"));
+            cmd.args(["apply", plan.to_str().unwrap(), "--yes"])
+                .arg("--server")
+                .arg(format!("http://{}", fleet.controller))
+                .arg("--token-file")
+                .arg(&fleet.api_token)
+                .env_remove("ROLLOUT_DATABASE");
+            cmd
+        },
+        &log,
+    );
+    let text = tests::proc::eventually("the plan is submitted", Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { text.contains("submitted to the controller").then_some(text) }
+    })
+    .await;
+    cli.kill();
+    let id = RolloutId(
+        text.split("rollout: ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .expect("the rollout id")
+            .to_string(),
+    );
+    let end = tests::proc::eventually(
+        "the service ends the rollout",
+        Duration::from_secs(240),
+        || async {
+            let rec = fleet.store.get(&id).await.ok()?;
+            (!rec.summary.state.is_active()).then_some(rec.summary)
+        },
+    )
+    .await;
+    assert_eq!(end.state.as_str(), "rolled_back", "{end:?}");
+    assert_eq!(end.runner.as_str(), "serve");
+    let steps = fleet.store.history(&id).await.unwrap();
+    let kinds: Vec<&str> = steps.iter().map(|s| s.event.kind.as_str()).collect();
+    assert!(kinds.contains(&"runner"), "the service ran it: {kinds:?}");
+    let alert = steps
+        .iter()
+        .find(|s| s.event.kind == "alert")
+        .expect("an alert");
+    assert_eq!(alert.event.detail["source"], "webhook", "{alert:?}");
+    assert_eq!(alert.event.detail["labels"]["version"], "v3");
+    let assigned: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.event.kind == "assign")
+        .filter_map(|s| s.event.host.as_deref())
+        .collect();
+    assert_eq!(assigned, ["edge-ams-1"], "only the canary is touched");
+    assert!(
+        !kinds.contains(&"batch_done"),
+        "it did not wait for the bake"
+    );
+    let edges = fleet.ids(Some(Role::Edge));
+    fleet.wait_versions("edge", "v1", &edges).await;
+    let t = Timeline::of(fleet, &id, "v3").await;
+    println!("timeline of the served rollout:\n{}", t.render());
+    let firing = t.alert_firing.expect("startsAt");
+    let received = t.alert_received.expect("received");
+    let rollback = t.rollback_started.expect("rollback started");
+    let done = t.rolled_back.expect("rolled back");
+    assert!(firing <= received && received <= rollback && rollback <= done);
+    // `rollout status` through the API shows the end.
+    let out = Command::new(bin("rollout"))
+        .args(["status", id.as_str(), "--server"])
+        .arg(format!("http://{}", fleet.controller))
+        .arg("--token-file")
+        .arg(&fleet.api_token)
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.contains("rolled_back"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,9 +4,10 @@
 use std::process::ExitCode;
 
 use rollout::cli::{Connect, RunArgs};
+use rollout::progress::Progress;
 use rollout::store::RolloutId;
 
-use super::events::view;
+use super::events::View;
 use super::shared::{attach, finish};
 
 pub async fn run(connect: Connect, args: RunArgs) -> ExitCode {
@@ -20,12 +21,15 @@ pub async fn run(connect: Connect, args: RunArgs) -> ExitCode {
         Ok(cs) => cs,
         Err(code) => return code,
     };
-    let say = view(args.output);
+    let view = View::open(args.output);
+    let say = |event: &Progress| view.say(event);
     let engine = rollout::engine::Engine {
         controller: &controller,
         store: &store,
         progress: &say,
     };
     let id = RolloutId(args.id);
-    finish(&id, engine.abort(&id, "by a person").await)
+    let result = engine.abort(&id, "by a person").await;
+    view.close().await;
+    finish(&id, result)
 }

@@ -16,7 +16,7 @@ use rollout::progress::Progress;
 use rollout::spec::Spec;
 use rollout::status;
 
-use super::events::view;
+use super::events::View;
 use super::shared::{
     EXIT_INVALID_SPEC, connect_store, database, fail, load_spec, plan_file, read_plan_file,
 };
@@ -41,8 +41,8 @@ pub async fn run(connect: Connect, args: ApplyArgs) -> ExitCode {
     };
     // With JSON lines on stdout, the table a person confirms goes to stderr.
     match args.output {
-        Output::Table => print!("{}", p.render_table()),
         Output::Json => eprint!("{}", p.render_table()),
+        Output::Auto | Output::Tty | Output::Plain => print!("{}", p.render_table()),
     }
     if !args.yes
         && let Err(code) = confirm()
@@ -53,7 +53,8 @@ pub async fn run(connect: Connect, args: ApplyArgs) -> ExitCode {
         Ok(st) => st,
         Err(code) => return code,
     };
-    let say = view(args.output);
+    let view = View::open(args.output);
+    let say = |event: &Progress| view.say(event);
     let engine = Engine {
         controller: &controller,
         store: &store,
@@ -61,13 +62,18 @@ pub async fn run(connect: Connect, args: ApplyArgs) -> ExitCode {
     };
     let id = match engine.start(&s, &p).await {
         Ok(id) => id,
-        Err(e) => return fail(1, &format!("not started: {e}")),
+        Err(e) => {
+            view.close().await;
+            return fail(1, &format!("not started: {e}"));
+        }
     };
     say(&Progress::Started {
         rollout: id.clone(),
         what: s.describe(),
     });
-    match engine.run(&id).await {
+    let result = engine.run(&id).await;
+    view.close().await;
+    match result {
         Ok(outcome) => {
             if let Outcome::RolledBack(reason) | Outcome::Failed(reason) = &outcome {
                 eprintln!("rollout: {id}: {reason}");
@@ -100,14 +106,15 @@ async fn through_server(connect: Connect, client: &Client, args: ApplyArgs) -> E
             }
         }
     };
+    // The service's events are followed as `status --watch` prints them.
     let format = match args.output {
-        Output::Table => {
-            print!("{}", p.render_table());
-            status::Format::Table
-        }
         Output::Json => {
             eprint!("{}", p.render_table());
             status::Format::Json
+        }
+        Output::Auto | Output::Tty | Output::Plain => {
+            print!("{}", p.render_table());
+            status::Format::Table
         }
     };
     if !args.yes

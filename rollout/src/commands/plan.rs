@@ -27,8 +27,8 @@ pub async fn run(connect: Connect, args: PlanArgs) -> ExitCode {
         return fail(1, &format!("cannot write {}: {e}", path.display()));
     }
     match args.output {
-        Output::Table => print!("{}", plan.render_table()),
         Output::Json => println!("{}", plan.to_json()),
+        Output::Auto | Output::Tty | Output::Plain => print!("{}", plan.render_table()),
     }
     if plan.executable() {
         return ExitCode::SUCCESS;

@@ -7,7 +7,7 @@ use rollout::cli::{Connect, RunArgs};
 use rollout::progress::Progress;
 use rollout::store::RolloutId;
 
-use super::events::view;
+use super::events::View;
 use super::shared::{attach, finish};
 
 pub async fn run(connect: Connect, args: RunArgs) -> ExitCode {
@@ -21,7 +21,8 @@ pub async fn run(connect: Connect, args: RunArgs) -> ExitCode {
         Ok(cs) => cs,
         Err(code) => return code,
     };
-    let say = view(args.output);
+    let view = View::open(args.output);
+    let say = |event: &Progress| view.say(event);
     let engine = rollout::engine::Engine {
         controller: &controller,
         store: &store,
@@ -31,5 +32,7 @@ pub async fn run(connect: Connect, args: RunArgs) -> ExitCode {
     say(&Progress::Resuming {
         rollout: id.clone(),
     });
-    finish(&id, engine.run(&id).await)
+    let result = engine.run(&id).await;
+    view.close().await;
+    finish(&id, result)
 }

@@ -12,8 +12,8 @@ use super::shared::{fail, open_store, pick};
 
 pub async fn run(connect: Connect, args: StatusArgs) -> ExitCode {
     let format = match args.output {
-        Output::Table => status::Format::Table,
         Output::Json => status::Format::Json,
+        Output::Auto | Output::Tty | Output::Plain => status::Format::Table,
     };
     let client = match remote::client(&connect) {
         Ok(c) => c,

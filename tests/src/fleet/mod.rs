@@ -444,9 +444,17 @@ impl Fleet {
         let mut cmd = Command::new(bin("origin"));
         cmd.arg(origin.to_string()).arg(tcp_echo.to_string());
         procs.push(spawn("origin", cmd, &w.join("origin.log")));
-        let controller = spawn_controller(&w, &database, pillar_addr, &webhook_token, &api_token);
-
         let salt_url = format!("http://{master_ip}:{SALT_API}");
+        let controller_env =
+            controller_env(&salt_url, &secret, &format!("http://{prometheus_addr}"));
+        let controller = spawn_controller(
+            &w,
+            &database,
+            pillar_addr,
+            (&webhook_token, &api_token),
+            &controller_env,
+        );
+
         let salt =
             SaltApi::new(&salt_url, "warren", SaltSecret(secret.clone())).expect("salt-api client");
         let fleet = Self {
@@ -635,15 +643,55 @@ impl Fleet {
         }
     }
 
-    /// Starts the controller again and waits for it.
-    pub async fn start_controller(&mut self) {
+    /// The pid of the fleet's controller service, while it runs.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller_proc.as_ref().map(Proc::pid)
+    }
+
+    /// Another `rollout serve` on the fleet's store with the controller's
+    /// settings, on an address of its own (for fail-over tests); the caller
+    /// owns the process.
+    pub fn spawn_standby_controller(&self, name: &str, host: u8) -> (Proc, SocketAddr) {
+        let listen = self.net.addr(host, self.controller.port());
+        let env = controller_env(&self.salt_url, &self.salt_auth.1, self.prometheus.url());
+        let dir = self.work.join(name);
+        std::fs::create_dir_all(&dir).expect("standby folder");
+        let proc = spawn_controller(
+            &dir,
+            &self.database,
+            listen,
+            (&self.webhook_token, &self.api_token),
+            &env,
+        );
+        (proc, listen)
+    }
+
+    /// Starts the controller again as the API alone (pillar, webhook, status;
+    /// no worker, so it never takes the runner lease) and waits for it: Salt
+    /// gets its pillar while a standby runs the rollouts.
+    pub async fn start_controller_api_only(&mut self) {
         if self.controller_proc.is_none() {
             self.controller_proc = Some(spawn_controller(
                 self.work.path(),
                 &self.database,
                 self.controller,
-                &self.webhook_token,
-                &self.api_token,
+                (&self.webhook_token, &self.api_token),
+                &[],
+            ));
+        }
+        self.wait_controller().await;
+    }
+
+    /// Starts the controller again and waits for it.
+    pub async fn start_controller(&mut self) {
+        if self.controller_proc.is_none() {
+            let env = controller_env(&self.salt_url, &self.salt_auth.1, self.prometheus.url());
+            self.controller_proc = Some(spawn_controller(
+                self.work.path(),
+                &self.database,
+                self.controller,
+                (&self.webhook_token, &self.api_token),
+                &env,
             ));
         }
         self.wait_controller().await;
@@ -907,20 +955,47 @@ fn spawn_prometheus(dir: &Path, addr: SocketAddr) -> Proc {
     spawn("prometheus", cmd, &dir.join("prometheus.log"))
 }
 
+/// The runner lease of the fleet's controllers.
+pub const LEASE_TTL: &str = "6s";
+
+/// What the fleet's `rollout serve` runs rollouts with: Salt, Prometheus
+/// and the dashboards. Not Alertmanager's URL: the service hears of alerts
+/// through the webhook only, so a test shows the webhook rolled back.
+fn controller_env(salt_url: &str, secret: &str, prometheus: &str) -> Vec<(String, String)> {
+    vec![
+        ("SALT_API_URL".into(), salt_url.into()),
+        ("SALT_API_USER".into(), "warren".into()),
+        ("SALT_API_SECRET".into(), secret.into()),
+        ("PROMETHEUS_URL".into(), prometheus.into()),
+        (
+            "WARREN_DASHBOARDS".into(),
+            workspace().join("grafana/dashboards").display().to_string(),
+        ),
+    ]
+}
+
+/// The fleet's controller service: the pillar, the webhook, the API, and
+/// the worker that runs rollouts submitted to it.
 fn spawn_controller(
     work: &Path,
     database: &str,
     listen: SocketAddr,
-    token: &Path,
-    api_token: &Path,
+    (token, api_token): (&Path, &Path),
+    env: &[(String, String)],
 ) -> Proc {
     let mut cmd = Command::new(bin("rollout"));
+    cmd.env_remove("ALERTMANAGER_URL")
+        .env_remove("SALT_API_URL")
+        .envs(env.iter().map(|(k, v)| (k, v)));
     cmd.args([
         "serve",
         "--listen",
         &listen.to_string(),
         "--database",
         database,
+        // A short lease: the fail-over test waits for it to expire.
+        "--lease-ttl",
+        LEASE_TTL,
     ])
     .arg("--webhook-token-file")
     .arg(token)
