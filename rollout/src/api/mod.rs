@@ -1,0 +1,3 @@
+//! The HTTP API of `rollout serve` and its page.
+
+pub mod page;
