@@ -148,7 +148,7 @@ fn devtools_port(chromium: &mut Proc, profile: &Path) -> u16 {
     }
 }
 
-/// The DevTools WebSocket URL of the browser's first page (`GET /json`).
+/// The DevTools WebSocket URL of the browser's first page (`GET /json/list`).
 fn page_url(port: u16) -> String {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect to DevTools");
     conn.set_read_timeout(Some(Duration::from_secs(10)))
@@ -158,12 +158,29 @@ fn page_url(port: u16) -> String {
         "GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
     )
     .expect("ask DevTools for its targets");
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer)
+    // DevTools keeps the connection open: read the body by its length.
+    let mut answer = BufReader::new(conn);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        answer.read_line(&mut line).expect("read DevTools' answer");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().expect("a Content-Length");
+        }
+    }
+    let mut body = vec![0; length];
+    answer
+        .read_exact(&mut body)
         .expect("read DevTools' targets");
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let targets: Value = serde_json::from_str(body)
-        .unwrap_or_else(|e| panic!("DevTools' /json/list is not JSON ({e}): {answer}"));
+    let body = String::from_utf8_lossy(&body);
+    let targets: Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("DevTools' /json/list is not JSON ({e}): {body}"));
     targets
         .as_array()
         .into_iter()
