@@ -60,6 +60,19 @@ pub struct Connect {
     /// Folder of Grafana dashboards for panel gates. [default: grafana/dashboards]
     #[arg(long, env = "WARREN_DASHBOARDS", global = true, value_name = "DIR")]
     pub dashboards: Option<PathBuf>,
+    /// A controller service (`rollout serve`) to work through, e.g.
+    /// http://127.0.0.1:9099: `apply` submits the plan to it and follows
+    /// the rollout there (Ctrl-C detaches; the rollout goes on), and
+    /// `status`, `history`, `pause`, `resume` and `abort` go through its
+    /// API. Without it the commands work on the store directly.
+    #[arg(long, env = "ROLLOUT_SERVER", global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// File holding the controller service's API token (--server).
+    #[arg(long, env = "ROLLOUT_TOKEN_FILE", global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA certificate to trust for an https --server.
+    #[arg(long, env = "ROLLOUT_SERVER_CA", global = true, value_name = "FILE")]
+    pub server_ca: Option<PathBuf>,
 }
 
 /// The config file.
@@ -75,6 +88,9 @@ struct ConfigFile {
     grafana_token_file: Option<PathBuf>,
     database: Option<String>,
     dashboards: Option<PathBuf>,
+    server: Option<String>,
+    token_file: Option<PathBuf>,
+    server_ca: Option<PathBuf>,
 }
 
 /// How plans, statuses and progress are printed.
@@ -121,8 +137,14 @@ pub enum Command {
     /// Roll a paused rollout back: every host it touched returns to its
     /// previous release, newest first.
     Abort(RunArgs),
-    /// Serve the controller's HTTP API: Salt pillar of assigned releases,
-    /// rollout status, metrics, and Alertmanager's webhook.
+    /// Run the controller as a service: it runs the rollouts submitted to
+    /// it (`apply --server`, POST /v1/rollouts) with the same engine as
+    /// `apply`, rolls back on Alertmanager's webhook with nobody attached,
+    /// and serves the API (/v1/, described at /v1/openapi.json), the live
+    /// page (/), the Salt pillar of assigned releases and metrics. Several
+    /// serve processes on one PostgreSQL database share the work: one holds
+    /// the runner lease and runs rollouts, the others answer the API and
+    /// take over when it dies. Without --salt-api it runs no rollouts.
     Serve(ServeArgs),
 }
 
@@ -226,12 +248,23 @@ pub struct ServeArgs {
     /// every delivery.
     #[arg(long, env = "WARREN_WEBHOOK_TOKEN_FILE", value_name = "FILE")]
     pub webhook_token_file: Option<PathBuf>,
-    /// File holding the bearer token that GET /pillar/MINION and the
-    /// status API (/v1/rollouts) require; given, it is always required.
-    /// Without it those routes are open, so serve then refuses any
-    /// --listen address that is not loopback.
+    /// File holding the API's bearer token: every change (submit, pause,
+    /// resume, abort) needs it, and so do reads (GET /pillar/MINION,
+    /// /v1/rollouts, events) unless --open-reads. Without it changes are
+    /// refused and reads are open, so serve then refuses any --listen
+    /// address that is not loopback.
     #[arg(long, env = "WARREN_API_TOKEN_FILE", value_name = "FILE")]
     pub api_token_file: Option<PathBuf>,
+    /// Let reads (status, list, events, the page's data, pillar) through
+    /// without the token; changes still need it.
+    #[arg(long, env = "WARREN_OPEN_READS")]
+    pub open_reads: bool,
+    /// How long the runner lease lasts without renewal. The serve process
+    /// holding it runs the service's rollouts and renews it every third of
+    /// this; when it dies another serve sharing the database takes over
+    /// within this time plus one renewal interval.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub lease_ttl: std::time::Duration,
     /// PEM certificate chain: serve HTTPS (TLS 1.3/1.2, rustls) instead
     /// of plain HTTP. Required, with --tls-key, off loopback.
     #[arg(
@@ -274,7 +307,27 @@ impl Connect {
         self.grafana_token_file = self.grafana_token_file.or(f.grafana_token_file);
         self.database = self.database.or(f.database);
         self.dashboards = self.dashboards.or(f.dashboards);
+        self.server = self.server.or(f.server);
+        self.token_file = self.token_file.or(f.token_file);
+        self.server_ca = self.server_ca.or(f.server_ca);
         Ok(self)
+    }
+
+    /// The controller service to work through, when one is configured.
+    pub fn server(&self) -> Result<Option<crate::client::ServerSettings>, ConfigError> {
+        let merged = Connect {
+            config: self.config.clone(),
+            server: self.server.clone(),
+            token_file: self.token_file.clone(),
+            server_ca: self.server_ca.clone(),
+            ..Default::default()
+        }
+        .merged()?;
+        Ok(merged.server.map(|url| crate::client::ServerSettings {
+            url,
+            token_file: merged.token_file,
+            ca_file: merged.server_ca,
+        }))
     }
 
     /// The database URL: the flag, the file, or the default SQLite file.
@@ -286,6 +339,16 @@ impl Connect {
         }
         .merged()?;
         Ok(merged.database.unwrap_or_else(crate::store::default_url))
+    }
+
+    /// The controller when salt-api is configured (flag, environment or
+    /// file), else `None`; a partial configuration is an error.
+    pub fn controller_if_configured(self) -> Result<Option<Controller>, ConfigError> {
+        let c = self.merged()?;
+        if c.salt_api.is_none() {
+            return Ok(None);
+        }
+        c.controller().map(Some)
     }
 
     /// The controller, or a message naming what is missing.

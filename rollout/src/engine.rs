@@ -24,7 +24,9 @@ use crate::inventory::Inventory;
 use crate::plan::Plan;
 use crate::progress::{Progress, describe_labels};
 use crate::spec::{Component, GateLength, Spec};
-use crate::store::{AlertRecord, Event, Release, RolloutId, RolloutState, Step, Store, StoreError};
+use crate::store::{
+    AlertRecord, Event, Release, RolloutId, RolloutState, Runner, Step, Store, StoreError,
+};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +123,17 @@ impl Engine<'_> {
     /// Checks the plan against the fleet as it is now and records the
     /// rollout (one active per component).
     pub async fn start(&self, spec: &Spec, plan: &Plan) -> Result<RolloutId, EngineError> {
+        self.start_as(spec, plan, Runner::Cli).await
+    }
+
+    /// [`Engine::start`] for a rollout that `runner` runs: the CLI that
+    /// starts it, or `rollout serve`'s worker.
+    pub async fn start_as(
+        &self,
+        spec: &Spec,
+        plan: &Plan,
+        runner: Runner,
+    ) -> Result<RolloutId, EngineError> {
         if !plan.executable() {
             return Err(EngineError::NotExecutable(plan.problems.join("; ")));
         }
@@ -135,7 +148,7 @@ impl Engine<'_> {
         if !plan.matches_fleets(&now) {
             return Err(EngineError::Drift(drift(plan, &now)));
         }
-        Ok(self.store.begin_rollout(spec, plan).await?)
+        Ok(self.store.begin_rollout_as(spec, plan, runner).await?)
     }
 
     /// Refuses to start while an alert the spec rolls back on fires: the
@@ -714,7 +727,7 @@ impl Engine<'_> {
                     gate::Measurement::NoData => json!("no data"),
                     gate::Measurement::QueryError(e) => json!(e),
                 };
-                self.journal(id, "gate", json!({"stage": stage, "gate": g.name, "value": value, "outcome": outcome, "phase": phase}), None)
+                self.journal(id, "gate", json!({"stage": stage, "gate": g.name, "value": value, "outcome": outcome, "phase": phase, "condition": condition.to_string()}), None)
                     .await?;
                 self.say(Progress::gate(&g.name, &m, outcome, phase, &condition));
                 match phase {

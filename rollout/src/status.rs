@@ -1,12 +1,13 @@
 //! `rollout status`: one line per rollout state, once or as it changes
 //! (`--watch`), with the journal's new steps in between, from the store
-//! (whichever controller runs the rollout).
+//! (whichever controller runs the rollout) or from a controller's API.
 
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::store::{RolloutId, RolloutState, Step, Store, StoreError};
+use crate::client::Client;
+use crate::store::{RolloutId, RolloutRecord, RolloutState, Step, Store};
 
 /// How a rollout is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,17 +18,71 @@ pub enum Format {
     Json,
 }
 
+/// Where a rollout is read: the store, or a controller's API.
+pub enum Source<'a> {
+    /// The store directly.
+    Store(&'a Store),
+    /// `rollout serve` (`--server`).
+    Api(&'a Client),
+}
+
+/// A rollout as read at one moment.
+struct Snapshot {
+    record: RolloutRecord,
+    batches_done: usize,
+    steps: Vec<Step>,
+}
+
+impl Source<'_> {
+    async fn snapshot(&self, id: &RolloutId) -> Result<Snapshot, String> {
+        match self {
+            Source::Store(store) => {
+                let record = store.get(id).await.map_err(|e| e.to_string())?;
+                let batches_done = store
+                    .batches_done(id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .len();
+                let steps = store.history(id).await.map_err(|e| e.to_string())?;
+                Ok(Snapshot {
+                    record,
+                    batches_done,
+                    steps,
+                })
+            }
+            Source::Api(client) => {
+                let remote = client.get(id.as_str()).await.map_err(|e| e.to_string())?;
+                let batches_done = remote
+                    .steps
+                    .iter()
+                    .filter(|s| s.event.kind == "batch_done")
+                    .count();
+                Ok(Snapshot {
+                    record: remote.record,
+                    batches_done,
+                    steps: remote.steps,
+                })
+            }
+        }
+    }
+}
+
 /// The status line of a rollout now, and its state.
 pub async fn line(
-    store: &Store,
+    source: &Source<'_>,
     id: &RolloutId,
     format: Format,
-) -> Result<(String, RolloutState), StoreError> {
-    let rec = store.get(id).await?;
-    let done = store.batches_done(id).await?.len();
+) -> Result<(String, RolloutState), String> {
+    let snap = source.snapshot(id).await?;
+    Ok((render(&snap, format), snap.record.summary.state))
+}
+
+fn render(snap: &Snapshot, format: Format) -> String {
+    let rec = &snap.record;
+    let done = snap.batches_done;
     let total = rec.plan.batch_count();
     let s = &rec.summary;
-    let text = match format {
+    match format {
         Format::Json => {
             let components: Vec<_> = rec
                 .spec
@@ -45,33 +100,33 @@ pub async fn line(
             rec.spec.describe(),
             s.state
         ),
-    };
-    Ok((text, s.state))
+    }
 }
 
 /// Prints the status line whenever it changes and every new journal step,
 /// until the rollout reaches a final state, which it returns. A paused
 /// rollout is watched on: a person may resume it.
 pub async fn watch(
-    store: &Store,
+    source: &Source<'_>,
     id: &RolloutId,
     format: Format,
     every: Duration,
     out: &mut dyn FnMut(&str),
-) -> Result<RolloutState, StoreError> {
+) -> Result<RolloutState, String> {
     let mut last_line = String::new();
     let mut seen = 0;
     loop {
-        let steps = store.history(id).await?;
-        for step in steps.iter().skip(seen) {
+        let snap = source.snapshot(id).await?;
+        for step in snap.steps.iter().skip(seen) {
             out(&describe(step, format));
         }
-        seen = steps.len().max(seen);
-        let (text, state) = line(store, id, format).await?;
+        seen = snap.steps.len().max(seen);
+        let text = render(&snap, format);
         if text != last_line {
             out(&text);
             last_line = text;
         }
+        let state = snap.record.summary.state;
         if !state.is_active() {
             return Ok(state);
         }

@@ -341,7 +341,7 @@ fn pages_go_to_the_rollout_controller_and_nothing_else_does() {
     // `rollout serve`'s default listen address and its webhook path.
     assert_eq!(
         string(hook, "url"),
-        Some(&format!("http://127.0.0.1:9099{}", rollout::serve::WEBHOOK_PATH)[..])
+        Some(&format!("http://127.0.0.1:9099{}", rollout::api::WEBHOOK_PATH)[..])
     );
     let auth = hook
         .get("http_config")

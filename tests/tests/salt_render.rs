@@ -879,7 +879,7 @@ async fn rollout_state_runs_the_controller_under_supervisord() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let webhook = format!("http://{listen}{}", rollout::serve::WEBHOOK_PATH);
+    let webhook = format!("http://{listen}{}", rollout::api::WEBHOOK_PATH);
     let no_alerts = serde_json::json!({"version": "4", "alerts": []});
     let resp = http
         .post(&webhook)

@@ -1,21 +1,32 @@
 //! `rollout apply PLAN.json` or `rollout apply -f SPEC`: show the plan, ask
 //! (unless --yes), start the rollout in the store and run it here, one
 //! progress line (or JSON object) per event. Exits as the rollout ended (`Outcome::exit_code`).
+//! With `--server`, the plan is submitted to the controller service instead,
+//! which runs it, and `apply` follows it there.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use rollout::cli::{ApplyArgs, Connect, Output};
+use rollout::client::Client;
 use rollout::controller::Controller;
 use rollout::engine::{Engine, Outcome};
 use rollout::plan::Plan;
 use rollout::progress::Progress;
 use rollout::spec::Spec;
+use rollout::status;
 
 use super::events::view;
-use super::shared::{EXIT_INVALID_SPEC, connect_store, database, fail, load_spec, read_plan_file};
+use super::shared::{
+    EXIT_INVALID_SPEC, connect_store, database, fail, load_spec, plan_file, read_plan_file,
+};
 
 pub async fn run(connect: Connect, args: ApplyArgs) -> ExitCode {
+    match super::remote::client(&connect) {
+        Err(code) => return code,
+        Ok(Some(client)) => return through_server(connect, &client, args).await,
+        Ok(None) => {}
+    }
     let database = match database(&connect) {
         Ok(d) => d,
         Err(code) => return code,
@@ -68,6 +79,43 @@ pub async fn run(connect: Connect, args: ApplyArgs) -> ExitCode {
             &format!("rollout {id} stopped: {e}; run `rollout apply` again to resume"),
         ),
     }
+}
+
+/// `apply --server`: the plan (a plan file as written, or the spec planned
+/// here) is shown, confirmed, submitted, then followed.
+async fn through_server(connect: Connect, client: &Client, args: ApplyArgs) -> ExitCode {
+    let (s, p) = match (&args.plan, &args.spec) {
+        (Some(file), _) => match read_plan_file(file) {
+            Ok(sp) => sp,
+            Err(e) => return fail(EXIT_INVALID_SPEC, &e),
+        },
+        _ => {
+            let controller = match super::shared::controller(connect) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match spec_and_plan(&controller, args.plan, args.spec).await {
+                Ok(sp) => sp,
+                Err(code) => return code,
+            }
+        }
+    };
+    let format = match args.output {
+        Output::Table => {
+            print!("{}", p.render_table());
+            status::Format::Table
+        }
+        Output::Json => {
+            eprint!("{}", p.render_table());
+            status::Format::Json
+        }
+    };
+    if !args.yes
+        && let Err(code) = confirm()
+    {
+        return code;
+    }
+    super::remote::submit_and_follow(client, plan_file(&s, &p), format).await
 }
 
 /// The plan file as written, or the spec planned now.

@@ -8,6 +8,7 @@ pub mod events;
 pub mod history;
 pub mod pause;
 pub mod plan;
+pub mod remote;
 pub mod resume;
 pub mod serve;
 pub mod status;

@@ -9,6 +9,11 @@ use rollout::store::{RolloutId, RolloutState};
 use super::shared::{fail, open_store};
 
 pub async fn run(connect: Connect, args: RolloutArg) -> ExitCode {
+    match super::remote::client(&connect) {
+        Err(code) => return code,
+        Ok(Some(client)) => return super::remote::request(&client, &args.id, "pause").await,
+        Ok(None) => {}
+    }
     let store = match open_store(&connect).await {
         Ok(s) => s,
         Err(code) => return code,

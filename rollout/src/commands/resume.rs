@@ -11,6 +11,12 @@ use super::events::view;
 use super::shared::{attach, finish};
 
 pub async fn run(connect: Connect, args: RunArgs) -> ExitCode {
+    // Through the service, which runs it from then on.
+    match super::remote::client(&connect) {
+        Err(code) => return code,
+        Ok(Some(client)) => return super::remote::request(&client, &args.id, "resume").await,
+        Ok(None) => {}
+    }
     let (controller, store) = match attach(connect).await {
         Ok(cs) => cs,
         Err(code) => return code,

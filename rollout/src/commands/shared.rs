@@ -11,7 +11,6 @@ use rollout::engine::{EngineError, Outcome};
 use rollout::plan::Plan;
 use rollout::spec::{Spec, SpecError};
 use rollout::store::{RolloutId, Store};
-use serde_json::json;
 
 /// The plan is not executable as written.
 pub const EXIT_NOT_EXECUTABLE: u8 = 2;
@@ -99,22 +98,13 @@ pub fn finish(id: &RolloutId, result: Result<Outcome, EngineError>) -> ExitCode 
 
 /// `PLAN.json`: the spec as written and the plan, so `apply` needs nothing else.
 pub fn plan_file(spec: &Spec, plan: &Plan) -> String {
-    let spec: serde_json::Value = serde_json::from_str(&spec.to_json()).unwrap_or_default();
-    let plan: serde_json::Value = serde_json::from_str(&plan.to_json()).unwrap_or_default();
-    serde_json::to_string_pretty(&json!({"spec": spec, "plan": plan})).unwrap_or_default()
+    rollout::planfile::write(spec, plan)
 }
 
 /// The spec and the plan of a file `plan_file` wrote, or what is wrong with it.
 pub fn read_plan_file(path: &Path) -> Result<(Spec, Plan), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a plan file: {e}", path.display()))?;
-    let spec = Spec::from_json(&v["spec"].to_string())
-        .map_err(|e| format!("{}: spec: {e}", path.display()))?;
-    let plan = Plan::from_json(&v["plan"].to_string())
-        .map_err(|e| format!("{}: plan: {e}", path.display()))?;
-    Ok((spec, plan))
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    rollout::planfile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Read and validate a spec; an unreadable file is a config error, an

@@ -20,6 +20,9 @@ use sqlx::{AnyPool, Row};
 use crate::plan::Plan;
 use crate::spec::{Component, Spec};
 
+mod service;
+pub use service::{Lease, Request, Runner, Work};
+
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +34,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rollout_alerts",
         include_str!("migrations/0002_rollout_alerts.sql"),
     ),
+    (3, "service", include_str!("migrations/0003_service.sql")),
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating.
@@ -52,6 +56,10 @@ pub enum StoreError {
     /// No rollout has this id.
     #[error("no rollout {0}")]
     NotFound(RolloutId),
+    /// The rollout's state does not allow what was asked (the message says
+    /// why and what would).
+    #[error("{0}")]
+    Refused(String),
     /// A stored value is not what this version of the controller expects.
     #[error("stored {what} is invalid: {reason}")]
     Corrupt {
@@ -269,6 +277,9 @@ pub struct RolloutSummary {
     pub created_at: i64,
     /// Last change, epoch milliseconds.
     pub updated_at: i64,
+    /// Who runs it: the `apply` that started it, or `rollout serve`.
+    #[serde(default)]
+    pub runner: Runner,
 }
 
 impl RolloutSummary {
@@ -507,12 +518,22 @@ impl Store {
     /// when another rollout of the component is active, here or in another
     /// controller sharing the database.
     pub async fn begin_rollout(&self, spec: &Spec, plan: &Plan) -> Result<RolloutId, StoreError> {
+        self.begin_rollout_as(spec, plan, Runner::Cli).await
+    }
+
+    /// [`Store::begin_rollout`], run by `runner`.
+    pub async fn begin_rollout_as(
+        &self,
+        spec: &Spec,
+        plan: &Plan,
+        runner: Runner,
+    ) -> Result<RolloutId, StoreError> {
         let plan_json = serde_json::to_string(plan).map_err(|e| StoreError::Corrupt {
             what: "plan",
             reason: e.to_string(),
         })?;
         for _ in 0..3 {
-            match self.try_begin(spec, &plan_json).await {
+            match self.try_begin(spec, &plan_json, runner).await {
                 Err(StoreError::Database(e)) if is_unique_violation(&e) => {
                     if let Some(active) = self.active(spec.component).await? {
                         return Err(StoreError::AlreadyActive {
@@ -531,7 +552,12 @@ impl Store {
         })
     }
 
-    async fn try_begin(&self, spec: &Spec, plan_json: &str) -> Result<RolloutId, StoreError> {
+    async fn try_begin(
+        &self,
+        spec: &Spec,
+        plan_json: &str,
+        runner: Runner,
+    ) -> Result<RolloutId, StoreError> {
         let now = now_ms();
         let id = RolloutId::generate(now);
         let mut tx = self.write_tx().await?;
@@ -556,8 +582,8 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO rollouts
-                (id, component, version, spec, plan, state, active, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                (id, component, version, spec, plan, state, active, created_at, updated_at, runner)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(id.as_str())
         .bind(spec.component.as_str())
@@ -568,6 +594,7 @@ impl Store {
         .bind(1i64)
         .bind(now)
         .bind(now)
+        .bind(runner.as_str())
         .execute(&mut *tx)
         .await?;
         let components: Vec<serde_json::Value> = spec
@@ -838,29 +865,13 @@ impl Store {
             // Every rollout has at least `begin`.
             return Err(StoreError::NotFound(id.clone()));
         }
-        rows.iter()
-            .map(|r| {
-                let detail: String = r.try_get("detail")?;
-                Ok(Step {
-                    seq: r.try_get("seq")?,
-                    at: r.try_get("at")?,
-                    event: Event {
-                        kind: r.try_get("kind")?,
-                        host: r.try_get("host")?,
-                        detail: serde_json::from_str(&detail).map_err(|e| StoreError::Corrupt {
-                            what: "journal detail",
-                            reason: e.to_string(),
-                        })?,
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(step).collect()
     }
 
     /// Every rollout, newest first.
     pub async fn list(&self) -> Result<Vec<RolloutSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, component, version, state, active, created_at, updated_at, spec
+            "SELECT id, component, version, state, active, created_at, updated_at, runner, spec
              FROM rollouts ORDER BY created_at DESC, id DESC",
         )
         .fetch_all(&self.pool)
@@ -878,7 +889,7 @@ impl Store {
     /// A rollout with its spec and plan.
     pub async fn get(&self, id: &RolloutId) -> Result<RolloutRecord, StoreError> {
         let row = sqlx::query(
-            "SELECT id, component, version, state, active, created_at, updated_at, spec, plan
+            "SELECT id, component, version, state, active, created_at, updated_at, runner, spec, plan
              FROM rollouts WHERE id = $1",
         )
         .bind(id.as_str())
@@ -892,7 +903,7 @@ impl Store {
     /// back), with their specs, oldest first.
     pub async fn running_or_paused(&self) -> Result<Vec<RolloutRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, component, version, state, active, created_at, updated_at, spec, plan
+            "SELECT id, component, version, state, active, created_at, updated_at, runner, spec, plan
              FROM rollouts WHERE active = 1 AND (state = $1 OR state = $2)
              ORDER BY created_at, id",
         )
@@ -956,7 +967,7 @@ async fn holder(
     component: Component,
 ) -> Result<Option<RolloutSummary>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, component, version, state, active, created_at, updated_at, spec
+        "SELECT id, component, version, state, active, created_at, updated_at, runner, spec
          FROM rollouts WHERE active = 1 ORDER BY created_at, id",
     )
     .fetch_all(&mut *conn)
@@ -1001,6 +1012,13 @@ fn summary(row: &AnyRow) -> Result<RolloutSummary, StoreError> {
         active: active == 1,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        runner: {
+            let runner: String = row.try_get("runner")?;
+            runner.parse().map_err(|reason| StoreError::Corrupt {
+                what: "runner",
+                reason,
+            })?
+        },
     })
 }
 
@@ -1017,6 +1035,23 @@ fn components_of(spec: &str) -> Result<Vec<ComponentVersion>, StoreError> {
             what: "spec",
             reason: e.to_string(),
         })
+}
+
+/// A journal row as a step.
+fn step(r: &AnyRow) -> Result<Step, StoreError> {
+    let detail: String = r.try_get("detail")?;
+    Ok(Step {
+        seq: r.try_get("seq")?,
+        at: r.try_get("at")?,
+        event: Event {
+            kind: r.try_get("kind")?,
+            host: r.try_get("host")?,
+            detail: serde_json::from_str(&detail).map_err(|e| StoreError::Corrupt {
+                what: "journal detail",
+                reason: e.to_string(),
+            })?,
+        },
+    })
 }
 
 fn record(row: &AnyRow) -> Result<RolloutRecord, StoreError> {

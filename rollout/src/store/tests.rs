@@ -603,6 +603,111 @@ components:
     }
 }
 
+/// One holder at a time: renewed by its holder, refused to another until
+/// it expires, then taken over (with a new `acquired_at`); given up, it is
+/// free at once.
+async fn the_runner_lease_has_one_holder(url: String) {
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    let ttl = Duration::from_millis(600);
+    let first = a.take_lease("runner", "a", ttl).await.unwrap().unwrap();
+    assert_eq!(first.holder, "a");
+    assert!(first.expires_at - first.renewed_at >= 600, "{first:?}");
+    assert_eq!(b.take_lease("runner", "b", ttl).await.unwrap(), None);
+    let renewed = a.take_lease("runner", "a", ttl).await.unwrap().unwrap();
+    assert_eq!(renewed.acquired_at, first.acquired_at);
+    assert!(renewed.expires_at >= first.expires_at);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let taken = b.take_lease("runner", "b", ttl).await.unwrap().unwrap();
+    assert_eq!(taken.holder, "b");
+    assert!(
+        taken.acquired_at > renewed.expires_at,
+        "{taken:?} {renewed:?}"
+    );
+    // The old holder finds it gone and does not get it back.
+    assert_eq!(a.take_lease("runner", "a", ttl).await.unwrap(), None);
+    // Giving up a lease one does not hold changes nothing.
+    a.release_lease("runner", "a").await.unwrap();
+    assert_eq!(a.lease("runner").await.unwrap().unwrap().holder, "b");
+    b.release_lease("runner", "b").await.unwrap();
+    assert_eq!(a.lease("runner").await.unwrap(), None);
+    assert!(a.take_lease("runner", "a", ttl).await.unwrap().is_some());
+}
+
+/// Two processes race for a free lease, several rounds: one wins each.
+async fn concurrent_lease_takers_have_one_winner(url: String) {
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    for round in 0..5 {
+        let name = format!("race-{round}");
+        let ttl = Duration::from_secs(30);
+        let (x, y) = tokio::join!(a.take_lease(&name, "a", ttl), b.take_lease(&name, "b", ttl));
+        let winners = [x.unwrap(), y.unwrap()].into_iter().flatten().count();
+        assert_eq!(winners, 1, "round {round}");
+    }
+}
+
+/// Pause, resume and abort as the API asks them: allowed ones journal and
+/// hand the rollout to the service; refused ones change nothing.
+async fn requests_change_state_or_nothing(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let id = begin(&store, "edge", "v2").await.unwrap();
+    assert_eq!(store.get(&id).await.unwrap().summary.runner, Runner::Cli);
+    let before = store.history(&id).await.unwrap().len();
+    let e = store
+        .request(&id, Request::Resume, "api")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Refused(_)), "{e}");
+    assert!(e.to_string().contains("only a paused rollout"), "{e}");
+    assert_eq!(store.history(&id).await.unwrap().len(), before);
+
+    let paused = store.request(&id, Request::Pause, "api").await.unwrap();
+    assert_eq!(paused.state, RolloutState::Paused);
+    // Pausing leaves the runner: the `apply` stops at its next step.
+    assert_eq!(paused.runner, Runner::Cli);
+    assert!(store.service_work().await.unwrap().is_empty());
+
+    let resumed = store.request(&id, Request::Resume, "api").await.unwrap();
+    assert_eq!(resumed.state, RolloutState::Running);
+    assert_eq!(resumed.runner, Runner::Serve);
+    let work = store.service_work().await.unwrap();
+    assert_eq!(work.len(), 1);
+    assert_eq!(work[0].1, Work::Run);
+
+    let aborting = store.request(&id, Request::Abort, "api").await.unwrap();
+    assert_eq!(aborting.state, RolloutState::Paused);
+    let work = store.service_work().await.unwrap();
+    assert_eq!(
+        (work[0].0.summary.id.clone(), work[0].1.clone()),
+        (id.clone(), Work::Abort)
+    );
+    let e = store
+        .request(&id, Request::Resume, "api")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("abort is already under way"), "{e}");
+    let kinds: Vec<String> = store
+        .history(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.event.kind)
+        .collect();
+    for kind in ["pause_requested", "resumed", "abort_requested"] {
+        assert!(kinds.contains(&kind.to_string()), "{kinds:?}");
+    }
+    let e = store
+        .request(&RolloutId("r-nope".into()), Request::Pause, "api")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound(_)), "{e}");
+    // Steps read by time see every rollout's journal.
+    let all = store.steps_since(0, 1000).await.unwrap();
+    assert_eq!(all.len(), kinds.len());
+    assert!(all.iter().all(|(r, _)| *r == id));
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -637,6 +742,9 @@ both_backends!(
     migrations_run_once,
     concurrent_begin_has_one_winner,
     a_rollout_of_both_components_holds_both,
+    the_runner_lease_has_one_holder,
+    concurrent_lease_takers_have_one_winner,
+    requests_change_state_or_nothing,
 );
 
 #[test]
