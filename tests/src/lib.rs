@@ -4,6 +4,7 @@
 //! when a test panics.
 
 pub mod bins;
+pub mod chromium;
 pub mod config_connector;
 pub mod dashboards;
 pub mod fleet;

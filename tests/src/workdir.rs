@@ -64,3 +64,19 @@ impl Drop for Workdir {
         }
     }
 }
+
+/// A folder for what a test leaves to look at afterwards, such as a
+/// screenshot, kept whether the test passes or fails (a [`Workdir`] is
+/// removed on success): `$WARREN_TEST_ARTIFACTS/<name>`, default
+/// `<target>/test-artifacts/<name>`.
+pub fn artifacts(name: &str) -> PathBuf {
+    let base = std::env::var_os("WARREN_TEST_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let profile = crate::bins::profile_dir();
+            profile.parent().unwrap_or(&profile).join("test-artifacts")
+        });
+    let path = base.join(name);
+    std::fs::create_dir_all(&path).expect("create the artifacts folder");
+    path
+}
