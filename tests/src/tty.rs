@@ -16,11 +16,7 @@ pub fn assert_live_display(tty: &str) {
         };
         inside.len() == 20
             && inside.chars().all(|c| c == '#' || c == '.')
-            && after
-                .trim_start()
-                .split_whitespace()
-                .nth(1)
-                .is_some_and(|w| w == "done")
+            && after.split_whitespace().nth(1).is_some_and(|w| w == "done")
     });
     assert!(bar, "no batch bar `[####....] n/N done`:\n{tty}");
     let countdown = tty.split("bake").skip(1).any(|rest| {

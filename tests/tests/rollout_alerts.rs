@@ -242,36 +242,11 @@ async fn served_bad_canary_rolled_back(fleet: &Fleet) {
     EdgeSpec::new(&bad, "5m")
         .rollback_alert(r#"{alertname="EdgeReleaseErrorRatioHigh", version="v3"}"#)
         .write(&spec);
-    let plan = fleet.work.join("served-plan.json");
-    let out = Command::new(bin("rollout"))
-        .args([
-            "plan",
-            "-f",
-            spec.to_str().unwrap(),
-            "-o",
-            plan.to_str().unwrap(),
-        ])
-        .envs(fleet.rollout_env())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let plan = fleet.plan_file(&spec, "served-plan");
     let log = fleet.work.join("served-apply.log");
     let mut cli = tests::proc::Proc::spawn(
         "rollout apply --server",
-        {
-            let mut cmd = Command::new(bin("rollout"));
-            cmd.args(["apply", plan.to_str().unwrap(), "--yes"])
-                .arg("--server")
-                .arg(format!("http://{}", fleet.controller))
-                .arg("--token-file")
-                .arg(&fleet.api_token)
-                .env_remove("ROLLOUT_DATABASE");
-            cmd
-        },
+        fleet.rollout_via_controller(&["apply", plan.to_str().unwrap(), "--yes"]),
         &log,
     );
     let text = tests::proc::eventually("the plan is submitted", Duration::from_secs(60), || {
@@ -327,11 +302,8 @@ async fn served_bad_canary_rolled_back(fleet: &Fleet) {
     let done = t.rolled_back.expect("rolled back");
     assert!(firing <= received && received <= rollback && rollback <= done);
     // `rollout status` through the API shows the end.
-    let out = Command::new(bin("rollout"))
-        .args(["status", id.as_str(), "--server"])
-        .arg(format!("http://{}", fleet.controller))
-        .arg("--token-file")
-        .arg(&fleet.api_token)
+    let out = fleet
+        .rollout_via_controller(&["status", id.as_str()])
         .output()
         .unwrap();
     let line = String::from_utf8_lossy(&out.stdout);

@@ -408,29 +408,7 @@ on_both_stores! {
 
     // Counted from Salt's own job records: every edge got exactly one
     // `state.apply edge` for this rollout.
-    let jobs = fleet
-        .salt
-        .call(
-            serde_json::json!({"client": "runner", "fun": "jobs.list_jobs", "search_function": "state.apply"}),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    let mut applied: BTreeMap<String, usize> = BTreeMap::new();
-    for job in jobs.as_object().unwrap().values() {
-        // Arguments: ["edge"], plus the `queue` keyword argument.
-        if job["Arguments"][0] != "edge" {
-            continue;
-        }
-        // The controller sends list targets as JSON arrays, never as a
-        // comma-joined string a minion id could smuggle a name into.
-        let hosts = job["Target"].as_array();
-        assert!(hosts.is_some(), "a list target, not {}", job["Target"]);
-        for host in hosts.into_iter().flatten() {
-            let host = host.as_str().unwrap_or_default();
-            *applied.entry(host.to_string()).or_default() += 1;
-        }
-    }
+    let applied = fleet.salt_applies("edge").await;
     assert_eq!(applied.len(), 6, "{applied:?}");
     assert!(applied.values().all(|n| *n == 1), "{applied:?}");
     }

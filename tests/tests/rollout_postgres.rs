@@ -4,7 +4,6 @@
 //! and the standby takes a rollout over when the holder is SIGKILLed in the
 //! middle of a bake.
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -67,30 +66,6 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// `state.apply edge` jobs per host in Salt's own job records.
-async fn edge_applies(fleet: &Fleet) -> BTreeMap<String, usize> {
-    let jobs = fleet
-        .salt
-        .call(
-            serde_json::json!({"client": "runner", "fun": "jobs.list_jobs", "search_function": "state.apply"}),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    let mut applied = BTreeMap::new();
-    for job in jobs.as_object().unwrap().values() {
-        if job["Arguments"][0] != "edge" {
-            continue;
-        }
-        for host in job["Target"].as_array().into_iter().flatten() {
-            *applied
-                .entry(host.as_str().unwrap_or_default().to_string())
-                .or_default() += 1;
-        }
-    }
-    applied
-}
-
 /// Two serve processes on the fleet's PostgreSQL: the fleet's holds the
 /// lease. An edge v3 rollout submitted to the standby's API runs in the
 /// holder; SIGKILLed in the canary's bake, the holder's lease expires and
@@ -114,43 +89,19 @@ async fn lease_holder_killed_in_a_bake(fleet: &mut Fleet) {
         lease.expires_at - lease.renewed_at >= ttl.as_millis() as i64,
         "{lease:?}"
     );
-    let before = edge_applies(fleet).await;
+    let before = fleet.salt_applies("edge").await;
 
     let v3 = fleet.release("edge", "v3", &[]);
     let spec = fleet.work.join("failover-spec.yaml");
     EdgeSpec::new(&v3, "1s")
         .bakes("25s", "1s", "1s")
         .write(&spec);
-    let plan = fleet.work.join("failover-plan.json");
-    let out = Command::new(bin("rollout"))
-        .args([
-            "plan",
-            "-f",
-            spec.to_str().unwrap(),
-            "-o",
-            plan.to_str().unwrap(),
-        ])
-        .envs(fleet.rollout_env())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let plan = fleet.plan_file(&spec, "failover-plan");
     // The CLI follows through the standby, which lives on.
     let log = fleet.work.join("failover-apply.log");
     let mut cli = Proc::spawn(
         "rollout apply --server (standby)",
-        {
-            let mut cmd = Command::new(bin("rollout"));
-            cmd.args(["apply", plan.to_str().unwrap(), "--yes", "--server"])
-                .arg(format!("http://{standby_addr}"))
-                .arg("--token-file")
-                .arg(&fleet.api_token)
-                .env_remove("ROLLOUT_DATABASE");
-            cmd
-        },
+        fleet.rollout_via(standby_addr, &["apply", plan.to_str().unwrap(), "--yes"]),
         &log,
     );
     let id = eventually(
@@ -233,7 +184,7 @@ async fn lease_holder_killed_in_a_bake(fleet: &mut Fleet) {
     );
     assert_eq!(runners.last(), Some(&taken.holder.as_str()));
     // Salt's own records: every edge applied exactly once more.
-    let after = edge_applies(fleet).await;
+    let after = fleet.salt_applies("edge").await;
     for edge in &edges {
         let n = after.get(edge).copied().unwrap_or(0) - before.get(edge).copied().unwrap_or(0);
         assert_eq!(n, 1, "{edge} applied {n} times: {before:?} -> {after:?}");

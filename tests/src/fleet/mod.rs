@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod pillar;
+pub mod service;
 pub mod service_user;
 pub mod spec;
 pub mod timeline;
