@@ -184,7 +184,7 @@ async fn the_pillar_and_status_api_need_the_token_and_check_minion_ids() {
     let (status, body) = get("/v1/rollouts/r-none", Some(&token)).await;
     assert_eq!(
         (status, body),
-        (StatusCode::NOT_FOUND, json!({"error": "no such rollout"}))
+        (StatusCode::NOT_FOUND, json!({"error": "no rollout r-none"}))
     );
     // Health stays open for probes.
     let health = http
@@ -220,7 +220,7 @@ async fn the_pillar_and_status_api_need_the_token_and_check_minion_ids() {
         (status, &body),
         (
             StatusCode::INTERNAL_SERVER_ERROR,
-            &json!({"error": "internal error"})
+            &json!({"error": "internal error (see the controller's log)"})
         )
     );
     let log = serve.log();
