@@ -339,12 +339,13 @@ function renderDetail() {
   const gates = [...gateSeries(spec, steps)].map(([name, g]) => el("div", { class: "gate", "data-gate": name },
     el("div", {}, `${name} ${g.condition || ""}`), chart(g),
     el("div", { class: "muted" }, "last: " + String(g.points[g.points.length - 1].text))));
-  const active = ["running", "paused", "rolling_back"].includes(r.state);
+  // What each button may do in this state (the API refuses the rest with 409).
+  const allowed = { pause: ["running"], resume: ["paused"], abort: ["running", "paused"] };
   document.getElementById("detail").replaceChildren(
     el("h2", { "data-rollout": r.id, "data-state": r.state },
       el("span", { class: "badge" }, r.state), ` ${describe(r)} `, el("span", { class: "muted" }, r.id)),
     el("div", { class: "actions" }, ["pause", "resume", "abort"].map((a) =>
-      el("button", { "data-action": a, disabled: active ? null : "", onclick: () => act(a) }, a))),
+      el("button", { "data-action": a, disabled: allowed[a].includes(r.state) ? null : "", onclick: () => act(a) }, a))),
     ...stages,
     el("section", {}, el("h3", {}, "Gates"),
       gates.length ? el("div", { class: "gates" }, gates) : el("p", { class: "muted" }, "no measurement yet")),
